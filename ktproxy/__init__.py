@@ -1,0 +1,3 @@
+"""ktproxy: a governance gateway for LLM traffic."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,261 @@
+"""`POST /v1/chat/completions`: decode, route, run the policy chain, relay.
+
+The request's original bytes are forwarded unless the model name had to be
+rewritten or a policy changed the body, so fields the gateway does not know reach
+the provider untouched. Streams are relayed event by event as they arrive; with no
+stream filter in the chain, upstream bytes are written on without being parsed.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import orjson
+from aiohttp import web
+
+from ktproxy.api.stream_rewriter import StreamRewriter
+from ktproxy.context import RequestContext
+from ktproxy.errors import GatewayError, bad_request, model_not_found, payload_too_large
+from ktproxy.errors import policy_violation as violation_error
+from ktproxy.policies.base import PolicyViolation
+from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
+from ktproxy.providers.registry import NETWORKED
+from ktproxy.runtime import Runtime
+from ktproxy.state import STATE
+from ktproxy.wire.openai import request_head_decoder
+from ktproxy.wire.sse import data_event
+
+# Bearer values that mean "no key of my own: use the gateway's".
+PLACEHOLDER_KEYS = frozenset({"", "any", "unused", "none", "null", "no-key"})
+
+# Client request headers an OpenAI-compatible upstream may legitimately need.
+FORWARD_HEADERS = ("openai-organization", "openai-project", "openai-beta", "idempotency-key")
+
+_JSON_TYPES = ("application/json", "text/json", "application/x-json")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing with 413 before reading past `limit` bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise payload_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise payload_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_content_type(request: web.Request) -> None:
+    ctype = request.headers.get("Content-Type")
+    if ctype is None:
+        return
+    main = ctype.split(";", 1)[0].strip().lower()
+    if main and main not in _JSON_TYPES:
+        raise GatewayError(
+            415,
+            f"Unsupported content type `{main}`; send application/json.",
+            type="invalid_request_error",
+            code="unsupported_media_type",
+        )
+
+
+def _decode_error(exc: msgspec.DecodeError) -> GatewayError:
+    message = str(exc)
+    param = None
+    if " - at `$." in message:
+        message, _, where = message.partition(" - at `$.")
+        param = where.rstrip("`")
+    elif "missing required field `" in message:
+        param = message.split("`")[1]
+    if isinstance(exc, msgspec.ValidationError):
+        return bad_request(f"Invalid request: {message}", param=param)
+    return bad_request(f"Request body is not valid JSON: {message}", code="invalid_json")
+
+
+def _client_key(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth is None:
+        return None
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    value = value.strip()
+    return None if value.lower() in PLACEHOLDER_KEYS else value
+
+
+def _upstream_key(request: web.Request, provider: Provider) -> str | None:
+    key = _client_key(request) if provider.target.client_key == "forward" else None
+    key = key or provider.api_key
+    if key is None and provider.kind in NETWORKED:
+        ref = provider.target.secret_key_ref
+        where = f"set {ref.env} on the gateway" if ref else "configure secret_key_ref"
+        raise GatewayError(
+            401,
+            f"No upstream key for target `{provider.target.id}`: {where}, "
+            "or send your provider key as the bearer token.",
+            type="invalid_request_error",
+            code="missing_upstream_key",
+        )
+    return key
+
+
+def _response_headers(upstream: UpstreamResponse, request_id: str) -> dict[str, str]:
+    headers = dict(upstream.headers)
+    headers["x-kt-request-id"] = request_id
+    headers.setdefault("x-request-id", request_id)
+    return headers
+
+
+def _error_body(upstream_body: bytes, status: int) -> bytes:
+    """An upstream error body as an OpenAI error: passed through if it is one."""
+    try:
+        obj = orjson.loads(upstream_body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), dict | str):
+        return upstream_body
+    text = upstream_body[:200].decode("utf-8", "replace").strip()
+    return GatewayError(
+        status,
+        f"Upstream returned HTTP {status}" + (f": {text}" if text else "."),
+        type="upstream_error",
+        code=f"upstream_http_{status}",
+    ).body()
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """Handle one chat completion request, streamed or not."""
+    state = request.app[STATE]
+    runtime = state.runtime
+    if runtime is None:
+        raise GatewayError(503, "The gateway is not ready.", type="server_error")
+    _check_content_type(request)
+    raw = await read_body(request, runtime.max_body_bytes)
+    try:
+        head = request_head_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise _decode_error(exc) from None
+    route = runtime.router.resolve(head.model)
+    if route is None:
+        raise model_not_found(head.model)
+    provider = route.provider
+    ctx = RequestContext(
+        request_id=uuid.uuid4().hex,
+        endpoint="chat.completions",
+        raw_body=raw,
+        model=head.model,
+        stream=bool(head.stream),
+        target_id=provider.target.id,
+        provider=provider.kind,
+        upstream_model=route.upstream_model,
+    )
+    state.inflight += 1
+    try:
+        return await _exchange(request, runtime, provider, ctx)
+    except GatewayError as exc:
+        ctx.status, ctx.error_code = exc.status, exc.code
+        raise
+    finally:
+        state.inflight -= 1
+        if runtime.chain.has_complete_hooks:
+            await runtime.chain.run_complete(ctx)
+
+
+async def _exchange(
+    request: web.Request, runtime: Runtime, provider: Provider, ctx: RequestContext
+) -> web.StreamResponse:
+    chain = runtime.chain
+    if chain.has_request_hooks:
+        try:
+            await chain.run_request(ctx)
+        except PolicyViolation as v:
+            raise violation_error(v.policy, v.code, v.message) from None
+    if ctx.upstream_model != ctx.model:
+        ctx.body["model"] = ctx.upstream_model
+        ctx.mark_body_changed()
+    body = orjson.dumps(ctx.body) if ctx.body_changed else ctx.raw_body
+    call = UpstreamCall(
+        body=body,
+        stream=ctx.stream,
+        api_key=_upstream_key(request, provider),
+        request_id=ctx.request_id,
+        headers={k: v for k in FORWARD_HEADERS if (v := request.headers.get(k))},
+    )
+    upstream = await provider.chat(call)
+    try:
+        if ctx.stream and upstream.status == 200 and upstream.is_event_stream:
+            return await _relay_stream(request, runtime, upstream, ctx)
+        return await _whole_response(runtime, upstream, ctx)
+    finally:
+        upstream.close()
+
+
+async def _whole_response(
+    runtime: Runtime, upstream: UpstreamResponse, ctx: RequestContext
+) -> web.Response:
+    body = await upstream.read()
+    status = upstream.status
+    if status >= 400:
+        body = _error_body(body, status)
+    elif runtime.chain.has_response_hooks:
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise GatewayError(
+                502, "Upstream returned a body that is not JSON.", type="upstream_error",
+                code="upstream_bad_response",
+            ) from None
+        try:
+            if await runtime.chain.run_response(ctx, obj):
+                body = orjson.dumps(obj)
+        except PolicyViolation as v:
+            raise violation_error(v.policy, v.code, v.message) from None
+    ctx.status = status
+    return web.Response(
+        status=status,
+        body=body,
+        content_type="application/json",
+        headers=_response_headers(upstream, ctx.request_id),
+    )
+
+
+async def _relay_stream(
+    request: web.Request, runtime: Runtime, upstream: UpstreamResponse, ctx: RequestContext
+) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers=_response_headers(upstream, ctx.request_id))
+    response.content_type = "text/event-stream"
+    response.charset = "utf-8"
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    await response.prepare(request)
+    ctx.status = 200
+    rewriter = StreamRewriter(runtime.chain, ctx) if runtime.chain.has_stream_filters else None
+    try:
+        if rewriter is None:
+            async for data in upstream.chunks():
+                await response.write(data)
+        else:
+            async for data in upstream.chunks():
+                out = rewriter.feed(data)
+                if out:
+                    await response.write(out)
+            tail = rewriter.finish()
+            if tail:
+                await response.write(tail)
+    except GatewayError as exc:
+        ctx.error_code = exc.code
+        await response.write(data_event(orjson.dumps({"error": exc.error_object()})))
+    except PolicyViolation as v:
+        ctx.error_code = v.code
+        err = violation_error(v.policy, v.code, v.message)
+        await response.write(data_event(orjson.dumps({"error": err.error_object()})))
+    await response.write_eof()
+    return response

@@ -1,0 +1,33 @@
+"""`GET /v1/models`: the model names this gateway routes, in OpenAI's list shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ktproxy.errors import model_not_found
+from ktproxy.state import STATE
+
+
+def _model(name: str, owner: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """Every target's model and id, each once, in config order."""
+    runtime = request.app[STATE].runtime
+    assert runtime is not None
+    data = [_model(name, owner) for name, owner in runtime.router.listed_models()]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """One model by name (any name the router resolves, `<provider>:chat:<m>` included)."""
+    runtime = request.app[STATE].runtime
+    assert runtime is not None
+    name = request.match_info["model"]
+    route = runtime.router.resolve(name)
+    if route is None:
+        raise model_not_found(name)
+    return web.json_response(_model(name, route.provider.kind))

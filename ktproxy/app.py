@@ -1,0 +1,41 @@
+"""The aiohttp application factory.
+
+`make_app(loaded)` wires routes, the error middleware and the long-lived resources.
+Upstream sessions and the runtime are created in `cleanup_ctx`, inside the running
+loop, and torn down in reverse order on shutdown, even after a failed start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from aiohttp import web
+
+from ktproxy.api import chat, health, models
+from ktproxy.api.errors import error_middleware
+from ktproxy.configcheck import LoadedConfig
+from ktproxy.runtime import build_runtime
+from ktproxy.state import STATE, GatewayState
+
+
+async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    try:
+        state.runtime = build_runtime(state.loaded, state.pool)
+        yield
+    finally:
+        state.runtime = None
+        await state.pool.close()
+
+
+def make_app(loaded: LoadedConfig) -> web.Application:
+    """A gateway application serving `loaded` (call inside no particular loop)."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=0)
+    app[STATE] = GatewayState(loaded)
+    app.cleanup_ctx.append(_runtime_ctx)
+    app.router.add_post("/v1/chat/completions", chat.chat_completions)
+    app.router.add_post("/chat/completions", chat.chat_completions)
+    app.router.add_get("/v1/models", models.list_models)
+    app.router.add_get("/v1/models/{model:.+}", models.get_model)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    return app

@@ -1,0 +1,335 @@
+"""Loading and linting the policy config: every problem at once, with file and line.
+
+msgspec stops at the first error of a value, but a user fixing a config wants the
+whole list. So the raw YAML data is walked against the Struct types here, field by
+field: each scalar is checked with `msgspec.convert` (keeping msgspec's wording),
+unknown and missing keys are reported per mapping, and rules that need a registry
+or several fields (known providers and policies, duplicate ids, environment
+variables) run beside the walk. Only a file with no errors is decoded into `Config`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import types
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any, Literal, Union, get_args, get_origin
+
+import msgspec
+
+from ktproxy.config import Config, Policies, Providers, Target
+from ktproxy.policies import registry as policy_registry
+from ktproxy.providers import registry as provider_registry
+from ktproxy.yamlsource import Path, SourceMap, YamlSyntaxError, format_path, load_yaml
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong (or suspicious) in a config file."""
+
+    severity: Severity
+    path: Path
+    line: int
+    message: str
+
+    def format(self, filename: str) -> str:
+        """`file:line: $.path: message` (warnings say so after the line)."""
+        kind = "warning: " if self.severity == "warning" else ""
+        return f"{filename}:{self.line}: {kind}{format_path(self.path)}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A config that passed the check, with per-policy options decoded."""
+
+    config: Config
+    policy_options: Mapping[str, msgspec.Struct]
+    filename: str
+    warnings: tuple[Problem, ...] = ()
+
+
+class ConfigError(Exception):
+    """The config has errors; `str()` is the full report, one problem per line."""
+
+    def __init__(self, filename: str, problems: list[Problem]) -> None:
+        self.filename = filename
+        self.problems = problems
+        super().__init__("\n".join(p.format(filename) for p in problems))
+
+
+@dataclass
+class _Checker:
+    smap: SourceMap
+    env: Mapping[str, str]
+    for_start: bool
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, path: Path, message: str, severity: Severity = "error") -> None:
+        self.problems.append(Problem(severity, path, self.smap.line_of(path), message))
+
+    # -- the type walk -------------------------------------------------------------
+
+    def walk(self, value: Any, tp: Any, path: Path) -> None:
+        origin = get_origin(tp)
+        if tp is Any:
+            return
+        if origin is Literal:
+            allowed = get_args(tp)
+            if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
+                expected = ", ".join(str(a) for a in allowed)
+                self.add(path, f"expected one of {expected}; got {_show(value)}")
+            return
+        if origin in (Union, types.UnionType):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if value is None and len(members) < len(get_args(tp)):
+                return
+            if len(members) == 1:
+                self.walk(value, members[0], path)
+                return
+        if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+            self.walk_struct(value, tp, path)
+            return
+        if origin is list:
+            if not isinstance(value, list):
+                self.add(path, f"expected a list; got {_kind(value)}")
+                return
+            (item_tp,) = get_args(tp)
+            for i, item in enumerate(value):
+                self.walk(item, item_tp, path + (i,))
+            return
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.add(path, f"expected a mapping; got {_kind(value)}")
+                return
+            _, value_tp = get_args(tp)
+            for key, item in value.items():
+                self.walk(item, value_tp, path + (str(key),))
+            return
+        try:
+            msgspec.convert(value, tp, strict=True)
+        except msgspec.ValidationError as exc:
+            self.add(path, _msgspec_message(str(exc), value))
+
+    def walk_struct(self, value: Any, tp: type[msgspec.Struct], path: Path) -> None:
+        if not isinstance(value, dict):
+            self.add(path, f"expected a mapping; got {_kind(value)}")
+            return
+        fields = {f.encode_name: f for f in msgspec.structs.fields(tp)}
+        for key in value:
+            if key not in fields:
+                expected = ", ".join(fields)
+                self.add(path + (str(key),), f"unknown key; expected one of {expected}")
+        for name, info in fields.items():
+            if name in value:
+                self.walk(value[name], info.type, path + (name,))
+            elif info.required:
+                self.add(path, f"missing required key '{name}'")
+        rule = _RULES.get(tp)
+        if rule is not None:
+            rule(self, value, path)
+
+    # -- rules beyond types ----------------------------------------------------------
+
+    def check_providers(self, value: dict[str, Any], path: Path) -> None:
+        targets = value.get("targets")
+        if not isinstance(targets, list):
+            return
+        if not targets:
+            self.add(path + ("targets",), "at least one target is required")
+        seen: dict[str, int] = {}
+        for i, target in enumerate(targets):
+            tid = target.get("id") if isinstance(target, dict) else None
+            if not isinstance(tid, str):
+                continue
+            if tid in seen:
+                first = self.smap.line_of(path + ("targets", seen[tid], "id"))
+                self.add(
+                    path + ("targets", i, "id"),
+                    f"duplicate target id '{tid}' (first defined on line {first})",
+                )
+            else:
+                seen[tid] = i
+
+    def check_target(self, value: dict[str, Any], path: Path) -> None:
+        kind = value.get("provider")
+        if isinstance(kind, str):
+            if kind in provider_registry.PLANNED:
+                self.add(
+                    path + ("provider",),
+                    f"provider '{kind}' is not yet available in this release; "
+                    f"available: {', '.join(sorted(provider_registry.PROVIDERS))}",
+                )
+            elif kind not in provider_registry.PROVIDERS:
+                known = sorted(provider_registry.PROVIDERS) + sorted(provider_registry.PLANNED)
+                self.add(
+                    path + ("provider",),
+                    f"unknown provider '{kind}'; expected one of {', '.join(known)}",
+                )
+            elif kind in provider_registry.NETWORKED and "base_url" not in value:
+                self.add(path, f"missing required key 'base_url' (provider '{kind}')")
+            if "mock" in value and kind != "mock":
+                self.add(path + ("mock",), "only valid for provider 'mock'")
+        url = value.get("base_url")
+        if isinstance(url, str) and not _URL.match(url):
+            self.add(
+                path + ("base_url",),
+                f"expected an http:// or https:// URL with a host; got {_show(url)}",
+            )
+        ref = value.get("secret_key_ref")
+        env = ref.get("env") if isinstance(ref, dict) else None
+        if isinstance(env, str) and env and not self.env.get(env):
+            locked = value.get("client_key") == "ignore"
+            if self.for_start and locked:
+                self.add(
+                    path + ("secret_key_ref", "env"),
+                    f"environment variable {env} is not set and client_key is 'ignore', "
+                    "so no request to this target could be authenticated",
+                )
+            else:
+                self.add(
+                    path + ("secret_key_ref", "env"),
+                    f"environment variable {env} is not set; requests to this target "
+                    + (
+                        "will fail"
+                        if locked
+                        else "need the client to send its own provider key"
+                    ),
+                    "warning",
+                )
+
+    def check_policies(self, value: dict[str, Any], path: Path) -> None:
+        chain = value.get("chain")
+        if not isinstance(chain, list):
+            return
+        seen: set[str] = set()
+        for i, name in enumerate(chain):
+            if not isinstance(name, str):
+                continue
+            if name in seen:
+                self.add(path + ("chain", i), f"policy '{name}' appears twice in the chain")
+            seen.add(name)
+            self._check_policy_name(name, path + ("chain", i))
+
+    def _check_policy_name(self, name: str, path: Path) -> bool:
+        if name in policy_registry.POLICIES:
+            return True
+        if name in policy_registry.PLANNED:
+            self.add(path, f"policy '{name}' is not yet available in this release{_avail()}")
+        else:
+            known = sorted(policy_registry.POLICIES) + sorted(policy_registry.PLANNED)
+            self.add(path, f"unknown policy '{name}'; expected one of {', '.join(known)}")
+        return False
+
+    def check_root(self, value: dict[str, Any], path: Path) -> None:
+        options = value.get("policy")
+        if not isinstance(options, dict):
+            return
+        chain = value.get("policies", {}).get("chain", []) if isinstance(
+            value.get("policies"), dict
+        ) else []
+        in_chain = set(chain) if isinstance(chain, list) else set()
+        for name, opts in options.items():
+            opath = path + ("policy", str(name))
+            if name in policy_registry.POLICIES:
+                self.walk(opts if opts is not None else {}, policy_registry.POLICIES[name].Options, opath)
+                if name not in in_chain:
+                    self.add(opath, f"options for policy '{name}', which is not in policies.chain", "warning")
+            elif name not in in_chain:  # names in the chain were reported there
+                self._check_policy_name(str(name), opath)
+
+
+_RULES: dict[type, Callable[[_Checker, dict[str, Any], Path], None]] = {
+    Config: _Checker.check_root,
+    Providers: _Checker.check_providers,
+    Target: _Checker.check_target,
+    Policies: _Checker.check_policies,
+}
+
+_URL = re.compile(r"^https?://[^/\s:?#]+(:\d{1,5})?(/[^\s?#]*)?$")
+
+
+def _avail() -> str:
+    names = sorted(policy_registry.POLICIES)
+    return f"; available: {', '.join(names)}" if names else ""
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), f"{type(value).__name__} {_show(value)}"
+    )
+
+
+def _show(value: Any) -> str:
+    return repr(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def _msgspec_message(message: str, value: Any) -> str:
+    message = re.sub(r" - at `\$[^`]*`$", "", message)
+    message = message[:1].lower() + message[1:]
+    if ", got" not in message:
+        message += f"; got {_show(value)}"
+    return message.replace(", got `", "; got `")
+
+
+def check_text(
+    text: str, *, env: Mapping[str, str] | None = None, for_start: bool = False
+) -> tuple[LoadedConfig | None, list[Problem]]:
+    """Check a config's YAML text; returns the config (None on errors) and all problems."""
+    try:
+        data, smap = load_yaml(text)
+    except YamlSyntaxError as exc:
+        return None, [Problem("error", (), exc.line, exc.message)]
+    checker = _Checker(smap, os.environ if env is None else env, for_start)
+    for path, line in smap.duplicates:
+        checker.problems.append(Problem("error", path, line, "duplicate key"))
+    if data is None:
+        checker.add((), "the file is empty; expected a mapping with at least 'providers'")
+    else:
+        checker.walk(data, Config, ())
+    problems = sorted(checker.problems, key=lambda p: (p.line, p.severity != "error"))
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    config = msgspec.convert(data, Config)
+    options = {
+        name: msgspec.convert(opts or {}, policy_registry.POLICIES[name].Options)
+        for name, opts in config.policy.items()
+    }
+    loaded = LoadedConfig(config, options, "", tuple(problems))
+    return loaded, problems
+
+
+def check_file(
+    filename: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    for_start: bool = False,
+) -> tuple[LoadedConfig | None, list[Problem]]:
+    """`check_text` on a file; an unreadable file is itself a problem."""
+    name = os.fspath(filename)
+    try:
+        text = FsPath(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem("error", (), 0, f"cannot read the file: {exc}")]
+    loaded, problems = check_text(text, env=env, for_start=for_start)
+    if loaded is not None:
+        loaded = LoadedConfig(loaded.config, loaded.policy_options, name, loaded.warnings)
+    return loaded, problems
+
+
+def load_config(
+    filename: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Load a config for starting the gateway; raises `ConfigError` on any error."""
+    loaded, problems = check_file(filename, env=env, for_start=True)
+    if loaded is None:
+        raise ConfigError(os.fspath(filename), [p for p in problems if p.severity == "error"])
+    return loaded
+

@@ -1,0 +1,69 @@
+"""Per-request state shared by the API layer and the policy hooks.
+
+One `RequestContext` lives for one client request. Policies read and change it
+through documented attributes; nothing here knows about providers or HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class Decision:
+    """What one policy decided about one exchange (never carries redacted values)."""
+
+    policy: str
+    action: str
+    code: str | None = None
+    detail: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything a policy may look at or change for one request.
+
+    `raw_body` is what the client sent. `body` is its decoded form, made on first
+    access; a request hook that changes it must call `mark_body_changed()` so the
+    gateway re-encodes it instead of forwarding the original bytes.
+    """
+
+    request_id: str
+    endpoint: str
+    raw_body: bytes
+    model: str
+    stream: bool
+    consumer: str | None = None
+    target_id: str | None = None
+    provider: str | None = None
+    upstream_model: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    status: int | None = None
+    error_code: str | None = None
+    decisions: list[Decision] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    # Scratch space for policies (keyed by policy name), e.g. pseudonym tables.
+    state: dict[str, Any] = field(default_factory=dict)
+    _body: dict[str, Any] | None = None
+    _body_changed: bool = False
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The request body as a dict (decoded lazily; most requests never need it)."""
+        if self._body is None:
+            decoded = orjson.loads(self.raw_body)
+            self._body = decoded if isinstance(decoded, dict) else {}
+        return self._body
+
+    @property
+    def body_changed(self) -> bool:
+        """True once a hook changed `body` (the gateway then re-encodes it)."""
+        return self._body_changed
+
+    def mark_body_changed(self) -> None:
+        """Record that `body` was changed and must be re-encoded before forwarding."""
+        self._body_changed = True

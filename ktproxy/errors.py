@@ -1,0 +1,106 @@
+"""OpenAI-shaped errors: the one way the gateway tells a client something went wrong.
+
+Every failure a client can see — bad input, unknown model, policy block, upstream
+trouble — is a `GatewayError` rendered as
+`{"error": {"message", "type", "param", "code"}}` with the matching HTTP status, so
+the client's SDK raises its usual exception (`openai.APIStatusError` and friends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+
+class GatewayError(Exception):
+    """An error with an HTTP status and an OpenAI-shaped body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    def error_object(self) -> dict[str, Any]:
+        """The inner `error` object (also used for SSE error events)."""
+        obj: dict[str, Any] = {
+            "message": self.message,
+            "type": self.type,
+            "param": self.param,
+            "code": self.code,
+        }
+        obj.update(self.extra)
+        return obj
+
+    def body(self) -> bytes:
+        """The JSON response body."""
+        return orjson.dumps({"error": self.error_object()})
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+    """HTTP 400: the request cannot be understood."""
+    return GatewayError(400, message, type="invalid_request_error", param=param, code=code)
+
+
+def model_not_found(model: str) -> GatewayError:
+    """HTTP 404: no target routes this model name."""
+    return GatewayError(
+        404,
+        f"The model `{model}` does not exist or is not routed by this gateway.",
+        type="invalid_request_error",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def payload_too_large(limit: int) -> GatewayError:
+    """HTTP 413: the body is over `gateway.max_body_bytes`."""
+    return GatewayError(
+        413,
+        f"Request body exceeds the gateway's limit of {limit} bytes.",
+        type="invalid_request_error",
+        code="request_too_large",
+    )
+
+
+def upstream_unreachable(target: str, reason: str) -> GatewayError:
+    """HTTP 502: the upstream could not be reached or broke the connection."""
+    return GatewayError(
+        502,
+        f"Upstream `{target}` failed: {reason}.",
+        type="upstream_error",
+        code="upstream_unavailable",
+    )
+
+
+def upstream_timeout(target: str, phase: str, seconds: float) -> GatewayError:
+    """HTTP 504: the upstream did not answer in time (`phase`: connect, first_byte, idle)."""
+    return GatewayError(
+        504,
+        f"Upstream `{target}` timed out ({phase} timeout of {seconds:g}s).",
+        type="upstream_error",
+        code=f"upstream_timeout.{phase}",
+    )
+
+
+def policy_violation(policy: str, code: str, message: str) -> GatewayError:
+    """HTTP 422: a policy blocked the exchange."""
+    return GatewayError(
+        422, message, type="policy_violation", code=code, extra={"policy": policy}
+    )

@@ -1,0 +1,1 @@
+"""Policies: classes with optional hooks, compiled into a chain once per config."""

@@ -1,0 +1,131 @@
+"""The compiled policy chain: bound hook methods, precomputed once per config.
+
+`compile_chain` instantiates the configured policies and keeps, per hook, only the
+policies that override it. Running a hook list that is empty is a length check, so
+an unused hook costs nothing per request and nothing per streamed chunk.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ktproxy.context import RequestContext
+from ktproxy.policies.base import Policy, StreamFilter
+
+log = logging.getLogger("ktproxy.policies")
+
+_Hook = Callable[..., Any]
+
+
+def _overrides(policy: Policy, hook: str) -> bool:
+    # `Policy` itself defines no hooks, so any attribute of that name is the policy's own.
+    return callable(getattr(type(policy), hook, None))
+
+
+def _bound(policies: Sequence[Policy], hook: str) -> list[tuple[str, _Hook, bool]]:
+    out = []
+    for policy in policies:
+        if _overrides(policy, hook):
+            fn = getattr(policy, hook)
+            out.append((policy.name, fn, inspect.iscoroutinefunction(fn)))
+    return out
+
+
+class ChainedFilter:
+    """Several filters for one choice applied in chain order, each feeding the next."""
+
+    __slots__ = ("_filters",)
+
+    def __init__(self, filters: list[StreamFilter]) -> None:
+        self._filters = filters
+
+    def feed(self, text: str) -> str:
+        for f in self._filters:
+            if not text:
+                break
+            text = f.feed(text)
+        return text
+
+    def flush(self) -> str:
+        text = ""
+        for f in self._filters:
+            text = f.feed(text) if text else ""
+            text += f.flush()
+        return text
+
+
+class CompiledChain:
+    """The policies of one config (or consumer group) with their hooks bound."""
+
+    def __init__(self, policies: Sequence[Policy]) -> None:
+        self.policies = tuple(policies)
+        self._request = _bound(policies, "on_request")
+        self._response = _bound(policies, "on_response")
+        self._stream = [(n, fn) for n, fn, _ in _bound(policies, "stream_filter")]
+        self._complete = _bound(policies, "on_complete")
+        self.has_request_hooks = bool(self._request)
+        self.has_response_hooks = bool(self._response)
+        self.has_stream_filters = bool(self._stream)
+        self.has_complete_hooks = bool(self._complete)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Policy names in chain order."""
+        return tuple(p.name for p in self.policies)
+
+    async def run_request(self, ctx: RequestContext) -> None:
+        """Run every `on_request` hook in order; a `PolicyViolation` propagates."""
+        for _name, fn, is_async in self._request:
+            if is_async:
+                await fn(ctx)
+            else:
+                fn(ctx)
+
+    async def run_response(self, ctx: RequestContext, body: dict[str, Any]) -> bool:
+        """Run every `on_response` hook; True when any of them changed `body`."""
+        changed = False
+        for _name, fn, is_async in self._response:
+            result = (await fn(ctx, body)) if is_async else fn(ctx, body)
+            changed = bool(result) or changed
+        return changed
+
+    def stream_filter(self, ctx: RequestContext, choice_index: int) -> StreamFilter | None:
+        """The combined filter for one streamed choice, or None when no policy wants it."""
+        filters: list[StreamFilter] = []
+        for _name, factory in self._stream:
+            f = factory(ctx, choice_index)
+            if f is not None:
+                filters.append(f)
+        if not filters:
+            return None
+        return filters[0] if len(filters) == 1 else ChainedFilter(filters)
+
+    async def run_complete(self, ctx: RequestContext) -> None:
+        """Run every `on_complete` hook; a failing hook is logged with its name, not raised."""
+        for name, fn, is_async in self._complete:
+            try:
+                if is_async:
+                    await fn(ctx)
+                else:
+                    fn(ctx)
+            except Exception:
+                log.exception("policy %s failed in on_complete", name)
+
+
+EMPTY_CHAIN = CompiledChain(())
+
+
+def compile_chain(
+    names: Sequence[str],
+    options: dict[str, Any],
+    registry: dict[str, type[Policy]],
+) -> CompiledChain:
+    """Instantiate `names` from `registry` with their decoded options."""
+    policies = []
+    for name in names:
+        cls = registry[name]
+        policies.append(cls(options.get(name, cls.Options())))
+    return CompiledChain(policies)

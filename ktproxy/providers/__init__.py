@@ -1,0 +1,1 @@
+"""Provider adapters, pooled upstream sessions and the model router."""

@@ -1,0 +1,1 @@
+"""Wire formats: request/response shapes and the SSE framing."""

@@ -1,0 +1,69 @@
+"""Server-sent events framing: incremental splitting and the `data:` payload.
+
+Upstream bytes arrive at arbitrary boundaries — an event may be split across reads
+and one read may carry several events. `SSEParser` returns whole events with their
+original bytes (terminator included) so that an event no policy changes is written
+on exactly as it came.
+"""
+
+from __future__ import annotations
+
+
+class SSEParser:
+    """Splits a byte stream into whole SSE events (each ending with a blank line)."""
+
+    __slots__ = ("_buf", "_crlf", "_cr")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._crlf = False  # set once the stream showed a CR: line ends are normalised
+        self._cr = b""  # a trailing CR whose LF may arrive with the next read
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Events completed by `data`, in order; a partial event is kept for later."""
+        if self._crlf or b"\r" in data:
+            self._crlf = True
+            data = self._cr + data
+            self._cr = b""
+            if data.endswith(b"\r"):
+                data, self._cr = data[:-1], b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._buf + data if self._buf else data
+        events: list[bytes] = []
+        start = 0
+        while True:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            events.append(buf[start : end + 2])
+            start = end + 2
+        self._buf = buf[start:] if start < len(buf) else b""
+        return events
+
+    def remainder(self) -> bytes:
+        """Bytes of an unfinished event (for the end of a truncated stream)."""
+        buf, self._buf, self._cr = self._buf + self._cr, b"", b""
+        return buf
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The `data` payload of one event (lines joined by newline), None if it has none.
+
+    The common case — a single `data: ...` line — is one prefix test and a slice.
+    """
+    if event.startswith(b"data: ") and event.find(b"\n") == len(event) - 2:
+        return event[6:-2]
+    parts = []
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            parts.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(parts) if parts else None
+
+
+def data_event(payload: bytes) -> bytes:
+    """One SSE event carrying `payload` as its data."""
+    return b"data: " + payload + b"\n\n"
+
+
+DONE = b"[DONE]"

@@ -7,7 +7,8 @@ loop, and torn down in reverse order on shutdown, even after a failed start.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 
 from ktproxy.api import chat, health, models
@@ -20,17 +21,17 @@ from ktproxy.state import STATE, GatewayState
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     try:
-        state.runtime = build_runtime(state.loaded, state.pool)
+        state.runtime = build_runtime(state.loaded, state.pool, state.env)
         yield
     finally:
         state.runtime = None
         await state.pool.close()
 
 
-def make_app(loaded: LoadedConfig) -> web.Application:
-    """A gateway application serving `loaded` (call inside no particular loop)."""
+def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.Application:
+    """A gateway application serving `loaded`; upstream keys are read from `env`."""
     app = web.Application(middlewares=[error_middleware], client_max_size=0)
-    app[STATE] = GatewayState(loaded)
+    app[STATE] = GatewayState(loaded, os.environ if env is None else env)
     app.cleanup_ctx.append(_runtime_ctx)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)

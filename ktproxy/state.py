@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -16,6 +18,8 @@ class GatewayState:
     """The current runtime (swapped whole on reload), readiness and in-flight count."""
 
     loaded: LoadedConfig
+    # Where `secret_key_ref: {env: ...}` values are read from (the process environment).
+    env: Mapping[str, str] = field(default_factory=lambda: os.environ)
     pool: SessionPool = field(default_factory=SessionPool)
     runtime: Runtime | None = None
     draining: bool = False

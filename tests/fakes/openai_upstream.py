@@ -28,6 +28,10 @@ DEFAULT_SPLIT: tuple[int, ...] = (1, 3, 2, 5, 4, 7)
 SYSTEM_FINGERPRINT = "fp_fake0001"
 INFINITE_TICK_SECONDS = 0.02
 _DEFAULT_MODEL = "gpt-fake"
+_ERROR_CODES = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+_PROMPT_DETAILS = ("cached_tokens", "audio_tokens")
+_COMPLETION_DETAILS = ("reasoning_tokens", "audio_tokens")
+_COMPLETION_DETAILS_PREDICTION = ("accepted_prediction_tokens", "rejected_prediction_tokens")
 
 
 @dataclass
@@ -44,10 +48,21 @@ class RecordedRequest:
 
 @dataclass
 class Reply:
-    """A scripted reply for one ``POST .../v1/chat/completions`` (see module docstring).
+    """A scripted reply for one ``POST .../v1/chat/completions``; every knob is a failure or
+    shape the gateway has to cope with.
 
-    Anything other than ``status == 200`` with no ``error_body`` is sent verbatim as an error
-    response (``error_body`` or an OpenAI-shaped error JSON, with ``content_type``).
+    - ``content`` None and no ``tool_calls``: echoes ``"Echo: <last user text>"``.
+    - ``status != 200`` or ``error_body`` set: sent as is (default body: OpenAI-shaped error
+      JSON; ``content_type`` defaults to application/json). ``headers`` go on every reply.
+    - ``delay_before_headers``: sleep before anything is sent (first-byte timeouts).
+    - Streaming only: ``stall_after_chunks``/``stall_seconds`` pause mid-stream (idle
+      timeouts); ``n_chunks_then_close`` drops the connection without ``[DONE]``;
+      ``infinite`` streams until the client leaves; ``extra_events`` are raw SSE bytes sent
+      after the first chunk; ``split`` sets the text piece sizes; ``tcp_split`` makes events
+      straddle (and share) writes.
+    - ``extra_fields``/``extra_message_fields`` are merged into the top level / the message or
+      delta of every object sent, to check unknown fields pass through.
+    - ``usage`` replaces the computed one (words in the prompt / in the reply).
     """
 
     content: str | None = None
@@ -114,13 +129,31 @@ def _pieces(text: str, sizes: Sequence[int]) -> list[str]:
     return out
 
 
+def _choice(index: int, key: str, value: Any, finish: str | None) -> dict[str, Any]:
+    """One ``choices[]`` entry; ``key`` is "message" (whole object) or "delta" (chunk)."""
+    return {"index": index, key: value, "logprobs": None, "finish_reason": finish}
+
+
+def _envelope(
+    reply: Reply, plan: _Plan, kind: str, choices: list[Any], **more: Any
+) -> dict[str, Any]:
+    """Top-level fields shared by the completion object and every chunk, plus extras."""
+    obj: dict[str, Any] = {
+        "id": plan.id,
+        "object": kind,
+        "created": plan.created,
+        "model": plan.model,
+    }
+    obj.update(choices=choices, **more)
+    obj.update(service_tier="default", system_fingerprint=SYSTEM_FINGERPRINT)
+    return {**obj, **reply.extra_fields}
+
+
 def error_payload(status: int, message: str, code: str | None = None) -> dict[str, Any]:
     """An OpenAI-shaped error object, so clients' error parsing is exercised for real."""
     err_type = "server_error" if status >= 500 else "invalid_request_error"
     if code is None:
-        code = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}.get(
-            status
-        )
+        code = _ERROR_CODES.get(status)
     return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
 
 
@@ -164,8 +197,11 @@ class _SseWriter:
 class FakeOpenAIUpstream:
     """An in-process OpenAI-compatible HTTP server with scripted, recorded behaviour."""
 
-    def __init__(self, *, host: str = "127.0.0.1") -> None:
+    def __init__(self, *, host: str = "127.0.0.1", shutdown_timeout: float = 0.25) -> None:
         self.host = host
+        # aiohttp's default (60 s graceful + 60 s after cancelling) would let one infinite or
+        # stalled stream hang ``close()`` for two minutes; tests want it over quickly.
+        self.shutdown_timeout = shutdown_timeout
         self.port: int = 0
         self.requests: list[RecordedRequest] = []
         self.open_streams: int = 0
@@ -178,7 +214,7 @@ class FakeOpenAIUpstream:
         """Bind a free port; a catch-all route lets tests use any base_url path prefix."""
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
@@ -208,9 +244,9 @@ class FakeOpenAIUpstream:
         self._queue.extend(replies)
 
     def reset(self) -> None:
+        """Forget script, recordings and counters (``open_streams`` is a live gauge: kept)."""
         self._queue.clear()
         self.requests.clear()
-        self.open_streams = 0
         self.disconnects = 0
         self._counter = itertools.count(1)
 
@@ -224,7 +260,9 @@ class FakeOpenAIUpstream:
             parsed = None
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.requests.append(
-            RecordedRequest(request.method, request.path, request.query_string, headers, body, parsed)
+            RecordedRequest(
+                request.method, request.path, request.query_string, headers, body, parsed
+            )
         )
         if request.method == "POST" and request.path.endswith("/v1/chat/completions"):
             return await self._chat(request, parsed)
@@ -250,7 +288,9 @@ class FakeOpenAIUpstream:
     @staticmethod
     def _json(status: int, obj: Any, headers: dict[str, str]) -> web.Response:
         return web.Response(
-            status=status, body=_dumps(obj, pretty=True), headers=headers,
+            status=status,
+            body=_dumps(obj, pretty=True),
+            headers=headers,
             content_type="application/json",
         )
 
@@ -262,7 +302,8 @@ class FakeOpenAIUpstream:
         if reply.status != 200 or reply.error_body is not None:
             body = reply.error_body
             if body is None:
-                body = _dumps(error_payload(reply.status, f"Fake error {reply.status}"), pretty=True)
+                err = error_payload(reply.status, f"Fake upstream error {reply.status}")
+                body = _dumps(err, pretty=True)
             headers["Content-Type"] = reply.content_type or "application/json"
             return web.Response(status=reply.status, body=body, headers=headers)
         if not isinstance(payload, dict):
@@ -285,18 +326,12 @@ class FakeOpenAIUpstream:
         if usage is None:
             prompt = sum(len(_text_of(m.get("content")).split()) for m in messages)
             completion = len((text or "").split()) + sum(len(a.split()) for _, _, a in calls)
-            usage = {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                "completion_tokens_details": {
-                    "reasoning_tokens": 0,
-                    "audio_tokens": 0,
-                    "accepted_prediction_tokens": 0,
-                    "rejected_prediction_tokens": 0,
-                },
-            }
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+            usage["total_tokens"] = prompt + completion
+            usage["prompt_tokens_details"] = dict.fromkeys(_PROMPT_DETAILS, 0)
+            usage["completion_tokens_details"] = dict.fromkeys(
+                _COMPLETION_DETAILS + _COMPLETION_DETAILS_PREDICTION, 0
+            )
         n = payload.get("n")
         stream_options = payload.get("stream_options")
         return _Plan(
@@ -321,42 +356,23 @@ class FakeOpenAIUpstream:
             ]
         message["annotations"] = []
         message.update(reply.extra_message_fields)
-        choices = [
-            {"index": i, "message": dict(message), "logprobs": None,
-             "finish_reason": plan.finish_reason}
-            for i in range(plan.n)
-        ]
-        obj: dict[str, Any] = {
-            "id": plan.id, "object": "chat.completion", "created": plan.created,
-            "model": plan.model, "choices": choices, "usage": plan.usage,
-            "service_tier": "default", "system_fingerprint": SYSTEM_FINGERPRINT,
-        }
-        obj.update(reply.extra_fields)
-        return obj
+        choices = [_choice(i, "message", dict(message), plan.finish_reason) for i in range(plan.n)]
+        return _envelope(reply, plan, "chat.completion", choices, usage=plan.usage)
 
-    def _chunk(
-        self, reply: Reply, plan: _Plan, choices: list[dict[str, Any]], usage: Any = None
-    ) -> bytes:
-        obj: dict[str, Any] = {
-            "id": plan.id, "object": "chat.completion.chunk", "created": plan.created,
-            "model": plan.model, "service_tier": "default",
-            "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices,
-        }
-        if plan.include_usage:
-            obj["usage"] = usage
-        obj.update(reply.extra_fields)
+    @staticmethod
+    def _chunk(reply: Reply, plan: _Plan, choices: list[Any], usage: Any = None) -> bytes:
+        more = {"usage": usage} if plan.include_usage else {}
+        obj = _envelope(reply, plan, "chat.completion.chunk", choices, **more)
         return b"data: " + _dumps(obj) + b"\n\n"
 
     def _events(self, reply: Reply, plan: _Plan) -> Iterator[tuple[bool, bytes]]:
         """Yield ``(is_content, sse_event)`` in OpenAI's order; content events are counted."""
 
         def per_choice(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choices = [
-                {"index": i, "delta": {**delta, **reply.extra_message_fields},
-                 "logprobs": None, "finish_reason": finish}
-                for i in range(plan.n)
-            ]
-            return self._chunk(reply, plan, choices)
+            delta = {**delta, **reply.extra_message_fields}
+            return self._chunk(
+                reply, plan, [_choice(i, "delta", delta, finish) for i in range(plan.n)]
+            )
 
         sizes = reply.split or DEFAULT_SPLIT
         first = {"role": "assistant", "content": "" if plan.text is not None else None}
@@ -368,8 +384,12 @@ class FakeOpenAIUpstream:
         for piece in _pieces(plan.text or "", sizes):
             yield True, per_choice({"content": piece})
         for index, (cid, name, args) in enumerate(plan.calls):
-            head = {"index": index, "id": cid, "type": "function",
-                    "function": {"name": name, "arguments": ""}}
+            head = {
+                "index": index,
+                "id": cid,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
             yield True, per_choice({"tool_calls": [head]})
             for piece in _pieces(args, sizes):
                 tail = {"index": index, "function": {"arguments": piece}}

@@ -63,8 +63,13 @@ def test_non_streaming_echo_and_recording() -> None:
 
 def test_extra_fields_n_and_path_prefix() -> None:
     async def body(up: FakeOpenAIUpstream) -> None:
-        up.enqueue(Reply(content="x", extra_fields={"vendor": 1},
-                         extra_message_fields={"reasoning_content": "hmm"}))
+        up.enqueue(
+            Reply(
+                content="x",
+                extra_fields={"vendor": 1},
+                extra_message_fields={"reasoning_content": "hmm"},
+            )
+        )
         async with sdk(up, prefix="/proxy/v1") as client:
             raw = await client.chat.completions.with_raw_response.create(
                 model="m", messages=[{"role": "user", "content": "q"}], n=2
@@ -85,7 +90,9 @@ def test_streaming_multibyte_reassembles() -> None:
         up.enqueue(Reply(content=MULTIBYTE, extra_events=[b": keep-alive\n\n"]))
         async with sdk(up) as client:
             stream = await client.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": "q"}], stream=True,
+                model="m",
+                messages=[{"role": "user", "content": "q"}],
+                stream=True,
                 stream_options={"include_usage": True},
             )
             chunks = [chunk async for chunk in stream]
@@ -105,8 +112,13 @@ def test_streamed_tool_calls_assemble() -> None:
     args = json.dumps({"city": "Zürich", "unit": "celsius"})
     tool: Any = {
         "type": "function",
-        "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
-            "city": {"type": "string"}, "unit": {"type": "string"}}}},
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+            },
+        },
     }
 
     async def body(up: FakeOpenAIUpstream) -> None:
@@ -120,7 +132,8 @@ def test_streamed_tool_calls_assemble() -> None:
         assert choice.finish_reason == "tool_calls"
         calls = choice.message.tool_calls or []
         assert [(c.function.name, c.function.arguments) for c in calls] == [
-            ("get_weather", args), ("get_weather", "{}")
+            ("get_weather", args),
+            ("get_weather", "{}"),
         ]
         assert calls[0].id.startswith("call_") and calls[0].id != calls[1].id
 
@@ -137,7 +150,8 @@ def test_structured_output_parse() -> None:
         up.enqueue(Reply(content='{"name": "Ada", "age": 36}'))
         async with sdk(up) as client:
             result = await client.chat.completions.parse(
-                model="m", messages=[{"role": "user", "content": "who?"}],
+                model="m",
+                messages=[{"role": "user", "content": "who?"}],
                 response_format=Person,
             )
         assert result.choices[0].message.parsed == Person(name="Ada", age=36)
@@ -183,7 +197,9 @@ def test_models_404_and_first_byte_delay() -> None:
                     model="m", messages=[{"role": "user", "content": "q"}]
                 )
         assert [r.path for r in up.requests] == [
-            "/v1/models", "/v1/embeddings", "/v1/chat/completions"
+            "/v1/models",
+            "/v1/embeddings",
+            "/v1/chat/completions",
         ]
 
     run(body)
@@ -255,3 +271,20 @@ def test_infinite_stream_counts_client_disconnect() -> None:
         assert (up.requests, up.disconnects) == ([], 0)
 
     run(body)
+
+
+def test_close_does_not_wait_for_endless_stream() -> None:
+    async def main() -> None:
+        up = FakeOpenAIUpstream()
+        await up.start()
+        up.enqueue(Reply(infinite=True))
+        payload = {"model": "m", "messages": [], "stream": True}
+        async with aiohttp.ClientSession() as session:
+            resp = await session.post(up.url + "/v1/chat/completions", json=payload)
+            await resp.content.readany()
+            async with asyncio.timeout(5):
+                await up.close()
+            assert up.open_streams == 0
+            resp.close()
+
+    asyncio.run(main())

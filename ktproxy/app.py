@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
+
 from aiohttp import web
 
 from ktproxy.api import chat, health, models

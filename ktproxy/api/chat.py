@@ -176,8 +176,8 @@ async def _exchange(
     if chain.has_request_hooks:
         try:
             await chain.run_request(ctx)
-        except PolicyViolation as v:
-            raise violation_error(v.policy, v.code, v.message) from None
+        except PolicyViolation as exc:
+            raise violation_error(exc.policy, exc.code, exc.message) from None
     if ctx.upstream_model != ctx.model:
         ctx.body["model"] = ctx.upstream_model
         ctx.mark_body_changed()
@@ -187,7 +187,7 @@ async def _exchange(
         stream=ctx.stream,
         api_key=_upstream_key(request, provider),
         request_id=ctx.request_id,
-        headers={k: v for k in FORWARD_HEADERS if (v := request.headers.get(k))},
+        headers={k: h for k in FORWARD_HEADERS if (h := request.headers.get(k))},
     )
     upstream = await provider.chat(call)
     try:

@@ -23,8 +23,6 @@ from typing import Any, ClassVar, Protocol
 
 import msgspec
 
-from ktproxy.context import RequestContext
-
 
 class NoOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Options of a policy that takes none."""

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Reply
-from tests.harness import sdk_client, UPSTREAM_KEY, RunningGateway, openai_config
+from tests.harness import UPSTREAM_KEY, RunningGateway, openai_config, sdk_client
 
 USER = [{"role": "user", "content": "héllo wörld, say something ✓ 日本語"}]
 EXPECTED_ECHO = "Echo: héllo wörld, say something ✓ 日本語"

@@ -12,7 +12,7 @@ from openai import OpenAI
 
 from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Reply
-from tests.harness import sdk_client, BlackholePort, RunningGateway, free_port, openai_config
+from tests.harness import BlackholePort, RunningGateway, free_port, openai_config, sdk_client
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -130,7 +130,9 @@ def test_connect_timeout_is_504(make_gateway: GatewayFactory) -> None:
     hole = BlackholePort()
     try:
         gw = make_gateway(
-            openai_config(f"http://127.0.0.1:{hole.port}", timeouts="      timeouts: {connect: 0.5}")
+            openai_config(
+                f"http://127.0.0.1:{hole.port}", timeouts="      timeouts: {connect: 0.5}"
+            )
         )
         with pytest.raises(openai.APIStatusError) as info:
             client(gw).chat.completions.create(model="gpt-4o", messages=USER)

@@ -163,7 +163,8 @@ def test_failing_complete_hook_is_logged_not_raised(
 def test_policy_options_are_typed(
     make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream
 ) -> None:
-    config = openai_config(upstream.url, chain="[test-block]") + "policy:\n  test-block: {word: hush}\n"
+    config = openai_config(upstream.url, chain="[test-block]")
+    config += "policy:\n  test-block: {word: hush}\n"
     gw = make_gateway(config)
     with pytest.raises(openai.UnprocessableEntityError):
         client(gw).chat.completions.create(

@@ -134,5 +134,11 @@ class Broken(Policy):
 
 
 ALL: tuple[type[Policy], ...] = (
-    BlockWord, AddSystemPrompt, Upper, MaskDigits, StreamStop, Recorder, Broken,
+    BlockWord,
+    AddSystemPrompt,
+    Upper,
+    MaskDigits,
+    StreamStop,
+    Recorder,
+    Broken,
 )

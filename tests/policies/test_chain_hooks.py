@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -30,8 +31,17 @@ def sample_policies() -> Iterator[None]:
         registry.unregister(cls.name)
 
 
-def gateway_with(make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream,
-                 *chain: str) -> RunningGateway:
+def wait_for_records(count: int) -> list[tuple[int | None, str | None, bool]]:
+    """on_complete of a stream runs after its last byte went out: wait for it."""
+    deadline = time.monotonic() + 5
+    while len(Recorder.seen) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return Recorder.seen
+
+
+def gateway_with(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream, *chain: str
+) -> RunningGateway:
     return make_gateway(openai_config(upstream.url, chain="[" + ", ".join(chain) + "]"))
 
 
@@ -47,7 +57,8 @@ def test_request_block_is_422_and_nothing_leaves(
     for stream in (False, True):
         with pytest.raises(openai.UnprocessableEntityError) as info:
             client(gw).chat.completions.create(
-                model="gpt-4o", messages=[{"role": "user", "content": "a forbidden thing"}],
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "a forbidden thing"}],
                 stream=stream,
             )
         error = info.value.body
@@ -57,8 +68,11 @@ def test_request_block_is_422_and_nothing_leaves(
         assert error["param"] is None
     assert upstream.requests == []
     assert client(gw).chat.completions.create(model="gpt-4o", messages=USER).choices
-    assert Recorder.seen == [(422, "test-block.word", False), (422, "test-block.word", True),
-                             (200, None, False)]
+    assert Recorder.seen == [
+        (422, "test-block.word", False),
+        (422, "test-block.word", True),
+        (200, None, False),
+    ]
 
 
 def test_request_hook_changes_body(
@@ -104,7 +118,7 @@ def test_stream_filter_with_holdback(
                 finished[choice.index] = choice.finish_reason
     assert per_choice == {i: text.upper() for i in range(n)}
     assert finished == {i: "stop" for i in range(n)}
-    assert Recorder.seen == [(200, None, True)]
+    assert wait_for_records(1) == [(200, None, True)]
 
 
 def test_filters_compose_in_chain_order(
@@ -123,7 +137,8 @@ def test_held_text_flushed_before_done_without_finish_chunk(
     gw = gateway_with(make_gateway, upstream, "test-upper")
     upstream.enqueue(Reply(content="abc def", n_chunks_then_close=100))
     with httpx.stream(
-        "POST", f"{gw.base_url}/chat/completions",
+        "POST",
+        f"{gw.base_url}/chat/completions",
         json={"model": "gpt-4o", "messages": USER, "stream": True},
     ) as response:
         body = b"".join(response.iter_bytes())
@@ -139,13 +154,11 @@ def test_stream_violation_ends_with_error_event(
     upstream.enqueue(Reply(content="go go STOP more text", split=[3, 3, 4, 10]))
     got = []
     with pytest.raises(openai.APIError) as info:
-        for chunk in client(gw).chat.completions.create(
-            model="gpt-4o", messages=USER, stream=True
-        ):
+        for chunk in client(gw).chat.completions.create(model="gpt-4o", messages=USER, stream=True):
             got.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
     assert "".join(got) == "go go "
     assert info.value.code == "test-stream-stop.stop_word"  # type: ignore[attr-defined]
-    assert Recorder.seen == [(200, "test-stream-stop.stop_word", True)]
+    assert wait_for_records(1) == [(200, "test-stream-stop.stop_word", True)]
     assert client(gw).chat.completions.create(model="gpt-4o", messages=USER).choices
 
 
@@ -170,6 +183,10 @@ def test_policy_options_are_typed(
         client(gw).chat.completions.create(
             model="gpt-4o", messages=[{"role": "user", "content": "hush now"}]
         )
-    assert client(gw).chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "forbidden is fine now"}]
-    ).choices
+    assert (
+        client(gw)
+        .chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "forbidden is fine now"}]
+        )
+        .choices
+    )

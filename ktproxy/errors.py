@@ -101,6 +101,4 @@ def upstream_timeout(target: str, phase: str, seconds: float) -> GatewayError:
 
 def policy_violation(policy: str, code: str, message: str) -> GatewayError:
     """HTTP 422: a policy blocked the exchange."""
-    return GatewayError(
-        422, message, type="policy_violation", code=code, extra={"policy": policy}
-    )
+    return GatewayError(422, message, type="policy_violation", code=code, extra={"policy": policy})

@@ -53,9 +53,7 @@ class RunningGateway:
         return self.runner.app[STATE]
 
 
-async def start_gateway(
-    config_text: str, env: Mapping[str, str] | None = None
-) -> RunningGateway:
+async def start_gateway(config_text: str, env: Mapping[str, str] | None = None) -> RunningGateway:
     """Check `config_text` like `kt gateway run` does, then serve it on a free port."""
     loaded, problems = check_text(config_text, env=env or {}, for_start=True)
     if loaded is None:
@@ -71,8 +69,15 @@ async def start_gateway(
     return RunningGateway(runner, port)
 
 
-def openai_config(upstream_url: str, *, chain: str = "[]", extra_target: str = "",
-                  gateway: str = "", timeouts: str = "", client_key: str = "forward") -> str:
+def openai_config(
+    upstream_url: str,
+    *,
+    chain: str = "[]",
+    extra_target: str = "",
+    gateway: str = "",
+    timeouts: str = "",
+    client_key: str = "forward",
+) -> str:
     """A config routing `gpt-4o` (id `primary`) to an OpenAI-compatible upstream."""
     return f"""
 gateway: {{port: 41002{gateway}}}

@@ -46,7 +46,10 @@ def test_readme_example_runs(
     code = code.replace("http://localhost:41002/v1", gw.base_url)
     result = subprocess.run(
         [sys.executable, "-W", "error::ResourceWarning", "-c", code],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout

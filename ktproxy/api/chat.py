@@ -210,7 +210,9 @@ async def _whole_response(
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise GatewayError(
-                502, "Upstream returned a body that is not JSON.", type="upstream_error",
+                502,
+                "Upstream returned a body that is not JSON.",
+                type="upstream_error",
                 code="upstream_bad_response",
             ) from None
         try:

@@ -108,13 +108,22 @@ class StreamRewriter:
             held = f.flush() if f is not None else ""
             if held:
                 pieces.append(
-                    {"index": index, "delta": {"content": held}, "logprobs": None,
-                     "finish_reason": None}
+                    {
+                        "index": index,
+                        "delta": {"content": held},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
                 )
         self._open.clear()
         if not pieces:
             return b""
         ident, created, model = self._last
-        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created,
-                 "model": model, "choices": pieces}
+        chunk = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": pieces,
+        }
         return data_event(orjson.dumps(chunk))

@@ -92,8 +92,15 @@ class MockProvider(Provider):
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         return MockResponse(
             None,
-            _stream_events(ident, created, model, text, n, self.options.chunk_chars,
-                           usage if include_usage else None),
+            _stream_events(
+                ident,
+                created,
+                model,
+                text,
+                n,
+                self.options.chunk_chars,
+                usage if include_usage else None,
+            ),
             delay / 10,
         )
 
@@ -111,7 +118,8 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "".join(
-            part.get("text", "") for part in content
+            part.get("text", "")
+            for part in content
             if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
@@ -128,17 +136,31 @@ def _words(request: dict[str, Any]) -> int:
 def _usage(request: dict[str, Any], text: str, n: int) -> dict[str, int]:
     prompt = _words(request)
     completion = len(text.split()) * n
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def _stream_events(
-    ident: str, created: int, model: str, text: str, n: int, size: int,
+    ident: str,
+    created: int,
+    model: str,
+    text: str,
+    n: int,
+    size: int,
     usage: dict[str, int] | None,
 ) -> list[bytes]:
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created,
-                 "model": model, "choices": choices, **extra}
+        chunk = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            **extra,
+        }
         if usage is not None and "usage" not in extra:
             chunk["usage"] = None
         return b"data: " + orjson.dumps(chunk) + b"\n\n"

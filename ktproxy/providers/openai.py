@@ -146,7 +146,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "upstream response was cut short"
     return type(exc).__name__
-
-
-
-

@@ -38,9 +38,7 @@ async def test_async_client(gateway: RunningGateway, upstream: FakeOpenAIUpstrea
     async with AsyncOpenAI(base_url=gateway.base_url, api_key="any", max_retries=0) as aclient:
         completion = await aclient.chat.completions.create(model="gpt-4o", messages=USER)
         assert completion.choices[0].message.content == EXPECTED_ECHO
-        stream = await aclient.chat.completions.create(
-            model="gpt-4o", messages=USER, stream=True
-        )
+        stream = await aclient.chat.completions.create(model="gpt-4o", messages=USER, stream=True)
         text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         assert text == EXPECTED_ECHO
 
@@ -87,7 +85,10 @@ TOOLS = [
 def test_tool_calls(gateway: RunningGateway, upstream: FakeOpenAIUpstream) -> None:
     upstream.enqueue(Reply(tool_calls=[("get_weather", '{"city": "Paris"}')]))
     completion = client(gateway).chat.completions.create(
-        model="gpt-4o", messages=USER, tools=TOOLS, tool_choice="auto"  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=USER,
+        tools=TOOLS,
+        tool_choice="auto",  # type: ignore[arg-type]
     )
     call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert call.function.name == "get_weather"  # type: ignore[union-attr]
@@ -101,7 +102,9 @@ def test_streamed_tool_call_deltas(gateway: RunningGateway, upstream: FakeOpenAI
     args = '{"city": "Zürich", "unit": "celsius"}'
     upstream.enqueue(Reply(tool_calls=[("get_weather", args)]))
     with client(gateway).chat.completions.stream(
-        model="gpt-4o", messages=USER, tools=TOOLS  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=USER,
+        tools=TOOLS,  # type: ignore[arg-type]
     ) as stream:
         types = [event.type for event in stream]
         final = stream.get_final_completion()

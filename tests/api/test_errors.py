@@ -55,7 +55,10 @@ def error_of(response: httpx.Response) -> dict[str, object]:
     ],
 )
 def test_malformed_requests_are_400(
-    gateway: RunningGateway, upstream: FakeOpenAIUpstream, body: bytes, param: str | None,
+    gateway: RunningGateway,
+    upstream: FakeOpenAIUpstream,
+    body: bytes,
+    param: str | None,
     fragment: str,
 ) -> None:
     response = post_raw(gateway, body)
@@ -81,14 +84,13 @@ def test_wrong_content_type_is_415(gateway: RunningGateway) -> None:
     assert_still_serving(gateway)
 
 
-def test_body_over_limit_is_413(
-    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream
-) -> None:
+def test_body_over_limit_is_413(make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream) -> None:
     gw = make_gateway(openai_config(upstream.url, gateway=", max_body_bytes: 2048"))
     big = [{"role": "user", "content": "x" * 4096}]
     with pytest.raises(openai.APIStatusError) as info:
         client(gw).chat.completions.create(model="gpt-4o", messages=big)
     assert info.value.status_code == 413
+
     # Without Content-Length (chunked upload) the limit holds as well.
     def chunks() -> Iterator[bytes]:
         yield b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "'
@@ -97,7 +99,8 @@ def test_body_over_limit_is_413(
         yield b'"}]}'
 
     response = httpx.post(
-        f"{gw.base_url}/chat/completions", content=chunks(),
+        f"{gw.base_url}/chat/completions",
+        content=chunks(),
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 413
@@ -167,9 +170,7 @@ def test_idle_timeout_mid_stream_ends_with_error_event(
     upstream.enqueue(Reply(content="one two three four", stall_after_chunks=2, stall_seconds=3))
     received = []
     with pytest.raises(openai.APIError) as info:
-        for chunk in client(gw).chat.completions.create(
-            model="gpt-4o", messages=USER, stream=True
-        ):
+        for chunk in client(gw).chat.completions.create(model="gpt-4o", messages=USER, stream=True):
             if chunk.choices and chunk.choices[0].delta.content:
                 received.append(chunk.choices[0].delta.content)
     assert received, "chunks before the stall reach the client"
@@ -182,7 +183,8 @@ def test_truncated_stream_is_relayed_as_is(
 ) -> None:
     upstream.enqueue(Reply(content="a b c d e f g h", n_chunks_then_close=3))
     with httpx.stream(
-        "POST", f"{gateway.base_url}/chat/completions",
+        "POST",
+        f"{gateway.base_url}/chat/completions",
         json={"model": "gpt-4o", "messages": USER, "stream": True},
     ) as response:
         body = b"".join(response.iter_bytes())
@@ -202,8 +204,11 @@ def test_upstream_errors_pass_through(
     upstream_error = info.value.body
     assert isinstance(upstream_error, dict) and upstream_error["type"]
     upstream.enqueue(
-        Reply(status=400, error_body=b'{"error": {"message": "bad temperature", '
-              b'"type": "invalid_request_error", "param": "temperature", "code": null}}')
+        Reply(
+            status=400,
+            error_body=b'{"error": {"message": "bad temperature", '
+            b'"type": "invalid_request_error", "param": "temperature", "code": null}}',
+        )
     )
     with pytest.raises(openai.BadRequestError) as bad:
         client(gateway).chat.completions.create(model="gpt-4o", messages=USER, stream=stream)
@@ -216,8 +221,11 @@ def test_html_error_page_becomes_json(
     gateway: RunningGateway, upstream: FakeOpenAIUpstream
 ) -> None:
     upstream.enqueue(
-        Reply(status=503, error_body=b"<html><body>Service Unavailable</body></html>",
-              content_type="text/html")
+        Reply(
+            status=503,
+            error_body=b"<html><body>Service Unavailable</body></html>",
+            content_type="text/html",
+        )
     )
     response = post_raw(gateway, b'{"model": "gpt-4o", "messages": [{"role": "user"}]}')
     assert response.status_code == 503
@@ -231,8 +239,10 @@ def test_client_disconnect_releases_upstream(
 ) -> None:
     upstream.enqueue(Reply(infinite=True))
     with httpx.stream(
-        "POST", f"{gateway.base_url}/chat/completions",
-        json={"model": "gpt-4o", "messages": USER, "stream": True}, timeout=10,
+        "POST",
+        f"{gateway.base_url}/chat/completions",
+        json={"model": "gpt-4o", "messages": USER, "stream": True},
+        timeout=10,
     ) as response:
         seen = 0
         for _ in response.iter_raw():
@@ -252,8 +262,9 @@ def test_client_disconnect_releases_upstream(
 def test_stream_is_relayed_as_it_arrives(
     gateway: RunningGateway, upstream: FakeOpenAIUpstream
 ) -> None:
-    upstream.enqueue(Reply(content="early words then late ones", stall_after_chunks=2,
-                           stall_seconds=1.5))
+    upstream.enqueue(
+        Reply(content="early words then late ones", stall_after_chunks=2, stall_seconds=1.5)
+    )
     start = time.monotonic()
     first = None
     stream = client(gateway).chat.completions.create(model="gpt-4o", messages=USER, stream=True)

@@ -28,7 +28,8 @@ def test_request_bytes_forwarded_unchanged(
         b'"kt_future_field":{"nested":[1,2.5,null,"\xc3\xa9"]},"metadata":{"a":"b"}}'
     )
     response = httpx.post(
-        f"{gateway.base_url}/chat/completions", content=body,
+        f"{gateway.base_url}/chat/completions",
+        content=body,
         headers={"content-type": "application/json"},
     )
     assert response.status_code == 200
@@ -58,9 +59,7 @@ def test_unknown_response_fields_reach_client(
             headers={"x-ratelimit-remaining-requests": "41", "set-cookie": "s=1"},
         )
     )
-    raw = client(gateway).chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=USER
-    )
+    raw = client(gateway).chat.completions.with_raw_response.create(model="gpt-4o", messages=USER)
     body = orjson.loads(raw.content)
     assert body["kt_provider_extra"] == {"region": "eu"}
     assert body["choices"][0]["message"]["reasoning_content"] == "thought"
@@ -77,11 +76,13 @@ def test_stream_events_reach_client_unchanged(
     comment = b": keep-alive comment\n\n"
     ping = b'event: ping\ndata: {"type":"ping"}\n\n'
     upstream.enqueue(
-        Reply(content="alpha beta", extra_events=[comment, ping],
-              extra_fields={"kt_chunk_extra": 1})
+        Reply(
+            content="alpha beta", extra_events=[comment, ping], extra_fields={"kt_chunk_extra": 1}
+        )
     )
     with httpx.stream(
-        "POST", f"{gateway.base_url}/chat/completions",
+        "POST",
+        f"{gateway.base_url}/chat/completions",
         json={"model": "gpt-4o", "messages": USER, "stream": True},
     ) as response:
         body = b"".join(response.iter_bytes())

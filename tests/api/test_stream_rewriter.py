@@ -38,19 +38,25 @@ def ctx() -> RequestContext:
 
 
 def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
-    obj = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
-           "choices": choices, **extra}
+    obj = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": choices,
+        **extra,
+    }
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 def stream_bytes(pieces: list[str], n: int, finish: bool, usage: bool) -> bytes:
-    events = [chunk([{"index": i, "delta": {"role": "assistant", "content": ""}}
-                     for i in range(n)])]
+    events = [
+        chunk([{"index": i, "delta": {"role": "assistant", "content": ""}} for i in range(n)])
+    ]
     for p in pieces:
         events.append(chunk([{"index": i, "delta": {"content": p}, "kt": 1} for i in range(n)]))
     if finish:
-        events.append(chunk([{"index": i, "delta": {}, "finish_reason": "stop"}
-                             for i in range(n)]))
+        events.append(chunk([{"index": i, "delta": {}, "finish_reason": "stop"} for i in range(n)]))
     if usage:
         events.append(chunk([], usage={"total_tokens": 3}))
     events.append(b"data: [DONE]\n\n")
@@ -85,8 +91,9 @@ def texts(body: bytes) -> tuple[dict[int, str], list[dict[str, Any]]]:
     usage=st.booleans(),
     cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=20),
 )
-def test_stream_equals_whole(pieces: list[str], n: int, hold: int, finish: bool, usage: bool,
-                             cuts: list[int]) -> None:
+def test_stream_equals_whole(
+    pieces: list[str], n: int, hold: int, finish: bool, usage: bool, cuts: list[int]
+) -> None:
     chain = CompiledChain([Mask(None), HoldUpper(hold)])
     body = run(chain, stream_bytes(pieces, n, finish, usage), cuts)
     per, chunks = texts(body)
@@ -113,6 +120,10 @@ def test_unchanged_events_are_forwarded_byte_for_byte() -> None:
 
 
 def test_non_chunk_events_pass_through() -> None:
-    data = b": keep-alive\n\n" + b'event: ping\ndata: {"type": "ping"}\n\n' + \
-        b'data: {"error": {"message": "x"}}\n\n' + b"data: not json\n\n"
+    data = (
+        b": keep-alive\n\n"
+        + b'event: ping\ndata: {"type": "ping"}\n\n'
+        + b'data: {"error": {"message": "x"}}\n\n'
+        + b"data: not json\n\n"
+    )
     assert run(CompiledChain([HoldUpper(2)]), data, [5, 9]) == data

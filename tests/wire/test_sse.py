@@ -13,7 +13,7 @@ EVENTS = [
     b"event: ping\ndata: {}\n\n",
     b"data: line one\ndata: line two\n\n",
     b"data: [DONE]\n\n",
-    "data: {\"t\": \"日本語 ✓\"}\n\n".encode(),
+    'data: {"t": "日本語 ✓"}\n\n'.encode(),
 ]
 
 

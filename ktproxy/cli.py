@@ -1,7 +1,8 @@
 """The `kt` command line: thin parsing around functions that do the work.
 
-Every option can also come from the environment with the `KT_` prefix
-(`KT_GATEWAY_RUN_PORT=8080`).
+Every option can also come from the environment with the `KT_` prefix, the command
+path and the option's name (`KT_GATEWAY_RUN_PORT=8080`,
+`KT_GATEWAY_RUN_POLICY_CONFIG=policy-config.yaml`, `KT_POLICY_LINT_FILE=...`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,15 @@ def policy() -> None:
 
 
 @policy.command("lint")
-@click.option("--file", "-f", "path", required=True, type=click.Path(dir_okay=False),
-              help="Policy config file to check.")
+@click.option(
+    "--file",
+    "-f",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    envvar="KT_POLICY_LINT_FILE",
+    help="Policy config file to check.",
+)
 def policy_lint(path: str) -> None:
     """Check a policy config; print every problem with file, line and path."""
     loaded, problems = check_file(path)
@@ -54,14 +62,28 @@ def gateway() -> None:
 
 
 @gateway.command("run")
-@click.option("--policy-config", "-c", "path", required=True, type=click.Path(dir_okay=False),
-              help="Policy config file.")
+@click.option(
+    "--policy-config",
+    "-c",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    envvar="KT_GATEWAY_RUN_POLICY_CONFIG",
+    help="Policy config file.",
+)
 @click.option("--host", default=None, help="Address to listen on [config, else 127.0.0.1].")
-@click.option("--port", default=None, type=click.IntRange(1, 65535),
-              help="Port to listen on [config, else 41002].")
-@click.option("--log-level", default=None,
-              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-              help="Log level [config, else info].")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on [config, else 41002].",
+)
+@click.option(
+    "--log-level",
+    default=None,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Log level [config, else info].",
+)
 def gateway_run(path: str, host: str | None, port: int | None, log_level: str | None) -> None:
     """Start the gateway on a policy config (refuses a config that fails lint)."""
     from ktproxy.configcheck import ConfigError

@@ -99,9 +99,10 @@ class Config(Struct, forbid_unknown_fields=True, frozen=True):
     pack: Pack | None = None
     gateway: Gateway = Gateway()
     policies: Policies = Policies()
-    # Per-policy options, keyed by policy name; each value is validated against the
-    # options Struct of that policy and stored decoded in `policy_options`.
-    policy: dict[str, dict[str, Any]] = {}
+    # Per-policy options, keyed by policy name (null: the policy's defaults); each
+    # value is validated against that policy's options Struct and stored decoded in
+    # `LoadedConfig.policy_options`.
+    policy: dict[str, dict[str, Any] | None] = {}
 
 
 def normalise_base_url(url: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import types
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -171,12 +170,12 @@ class _Checker:
                     path + ("provider",),
                     f"unknown provider '{kind}'; expected one of {', '.join(known)}",
                 )
-            elif kind in provider_registry.NETWORKED and "base_url" not in value:
+            elif kind in provider_registry.NETWORKED and value.get("base_url") is None:
                 self.add(path, f"missing required key 'base_url' (provider '{kind}')")
-            if "mock" in value and kind != "mock":
+            if value.get("mock") is not None and kind != "mock":  # `mock: null` is the default
                 self.add(path + ("mock",), "only valid for provider 'mock'")
         url = value.get("base_url")
-        if isinstance(url, str) and not _URL.match(url):
+        if isinstance(url, str) and not _valid_url(url):
             self.add(
                 path + ("base_url",),
                 f"expected an http:// or https:// URL with a host; got {_show(url)}",
@@ -195,11 +194,7 @@ class _Checker:
                 self.add(
                     path + ("secret_key_ref", "env"),
                     f"environment variable {env} is not set; requests to this target "
-                    + (
-                        "will fail"
-                        if locked
-                        else "need the client to send its own provider key"
-                    ),
+                    + ("will fail" if locked else "need the client to send its own provider key"),
                     "warning",
                 )
 
@@ -213,6 +208,7 @@ class _Checker:
                 continue
             if name in seen:
                 self.add(path + ("chain", i), f"policy '{name}' appears twice in the chain")
+                continue
             seen.add(name)
             self._check_policy_name(name, path + ("chain", i))
 
@@ -230,16 +226,23 @@ class _Checker:
         options = value.get("policy")
         if not isinstance(options, dict):
             return
-        chain = value.get("policies", {}).get("chain", []) if isinstance(
-            value.get("policies"), dict
-        ) else []
-        in_chain = set(chain) if isinstance(chain, list) else set()
+        chain = (
+            value.get("policies", {}).get("chain", [])
+            if isinstance(value.get("policies"), dict)
+            else []
+        )
+        in_chain = {n for n in chain if isinstance(n, str)} if isinstance(chain, list) else set()
         for name, opts in options.items():
             opath = path + ("policy", str(name))
             if name in policy_registry.POLICIES:
-                self.walk(opts if opts is not None else {}, policy_registry.POLICIES[name].Options, opath)
+                if isinstance(opts, dict):  # anything else was reported by the type walk
+                    self.walk(opts, policy_registry.POLICIES[name].Options, opath)
                 if name not in in_chain:
-                    self.add(opath, f"options for policy '{name}', which is not in policies.chain", "warning")
+                    self.add(
+                        opath,
+                        f"options for policy '{name}', which is not in policies.chain",
+                        "warning",
+                    )
             elif name not in in_chain:  # names in the chain were reported there
                 self._check_policy_name(str(name), opath)
 
@@ -251,7 +254,15 @@ _RULES: dict[type, Callable[[_Checker, dict[str, Any], Path], None]] = {
     Policies: _Checker.check_policies,
 }
 
-_URL = re.compile(r"^https?://[^/\s:?#]+(:\d{1,5})?(/[^\s?#]*)?$")
+_URL = re.compile(
+    r"^https?://(?:[^/\s:?#@\[\]]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?(?:/[^\s?#]*)?$"
+)
+
+
+def _valid_url(url: str) -> bool:
+    """An http(s) origin (IPv6 literals in brackets), optional port 1-65535 and path."""
+    match = _URL.match(url)
+    return match is not None and (match["port"] is None or 1 <= int(match["port"]) <= 65535)
 
 
 def _avail() -> str:
@@ -332,4 +343,3 @@ def load_config(
     if loaded is None:
         raise ConfigError(os.fspath(filename), [p for p in problems if p.severity == "error"])
     return loaded
-

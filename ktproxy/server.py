@@ -22,8 +22,8 @@ log = logging.getLogger("ktproxy.server")
 
 
 def display_url(host: str, port: int) -> str:
-    """The URL to print: loopback shows as `localhost`, IPv6 gets brackets."""
-    if host in ("127.0.0.1", "localhost", "::1"):
+    """The URL to print: IPv4 loopback shows as `localhost`, IPv6 gets brackets."""
+    if host in ("127.0.0.1", "localhost"):
         host = "localhost"
     elif ":" in host:
         host = f"[{host}]"
@@ -39,15 +39,15 @@ async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
         access_log=None,
         shutdown_timeout=loaded.config.gateway.drain_timeout,
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
         print(f"Gateway listening on {display_url(host, port)}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         app[STATE].draining = True
         log.info("draining: %d request(s) in flight", app[STATE].inflight)

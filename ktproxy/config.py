@@ -49,7 +49,9 @@ class MockOptions(Struct, forbid_unknown_fields=True, frozen=True):
     mode: Literal["echo", "fixed"] = "echo"
     reply: str = "Hello from the ktproxy mock provider."
     chunk_chars: Annotated[int, Meta(ge=1)] = 4
+    # Wait before answering (time to first byte), and between streamed chunks.
     latency_ms: Annotated[float, Meta(ge=0)] = 0.0
+    chunk_delay_ms: Annotated[float, Meta(ge=0)] = 0.0
 
 
 class Target(Struct, forbid_unknown_fields=True, frozen=True):

@@ -561,3 +561,42 @@ def test_gateway_refuses_a_bad_config_and_does_not_listen() -> None:
     assert proc.stdout == []
     assert proc.stderr == [*SEED_ERRORS, f"{SEED}: 3 error(s); refusing to start"]
     assert_not_listening("127.0.0.1", port)
+
+
+def test_sigterm_lets_an_inflight_stream_finish(tmp_path: Path) -> None:
+    config = tmp_path / "slow.yaml"
+    config.write_text(
+        "providers:\n"
+        "  targets:\n"
+        "    - id: slow\n"
+        "      provider: mock\n"
+        "      model: slow-model\n"
+        "      mock: {mode: fixed, reply: 'one two three four five six', chunk_chars: 4,\n"
+        "             chunk_delay_ms: 150}\n",
+        encoding="utf-8",
+    )
+    port = free_port("127.0.0.1")
+    args = ["gateway", "run", "-c", str(config), "--port", str(port)]
+    with gateway_process([sys.executable, "-m", "ktproxy"], args) as proc:
+        proc.wait_for_stdout("Gateway listening on")
+        body = json.dumps(
+            {"model": "slow-model", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            first = response.readline()
+            assert first.startswith(b"data: ")
+            proc.popen.send_signal(signal.SIGTERM)
+            rest = response.read()
+        assert rest.endswith(b"data: [DONE]\n\n"), rest
+        text = "".join(
+            json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            for line in (first + rest).split(b"\n")
+            if line.startswith(b"data: {")
+        )
+        assert text == "one two three four five six"
+        assert proc.wait() == 0, proc.output()

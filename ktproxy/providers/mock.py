@@ -101,7 +101,7 @@ class MockProvider(Provider):
                 self.options.chunk_chars,
                 usage if include_usage else None,
             ),
-            delay / 10,
+            self.options.chunk_delay_ms / 1000.0,
         )
 
     def _reply_text(self, request: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ $(STAMP): pyproject.toml setup.py
 
 ## run: set up the virtualenv and start the gateway on the embedded defaults
 run: $(STAMP)
-	$(BIN)/kt policy lint --file $(CONFIG)
 	$(BIN)/kt gateway run --policy-config $(CONFIG)
 
 ## test: lint, type-check and run the whole test suite

@@ -13,10 +13,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
-from ktproxy.config import MockOptions, Target, Timeouts
+from ktproxy.config import MockOptions
 from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
 
 
@@ -44,20 +43,18 @@ class MockResponse(UpstreamResponse):
         self._events = []
 
 
+_DEFAULTS = MockOptions()
+
+
 class MockProvider(Provider):
     """Answers from the target's `mock` options."""
 
     kind = "mock"
 
-    def __init__(
-        self,
-        target: Target,
-        timeouts: Timeouts,
-        api_key: str | None,
-        session: aiohttp.ClientSession | None,
-    ) -> None:
-        super().__init__(target, timeouts, api_key, session)
-        self.options = target.mock or MockOptions()
+    @property
+    def options(self) -> MockOptions:
+        """The target's `mock` options, or the defaults."""
+        return self.target.mock or _DEFAULTS
 
     async def chat(self, call: UpstreamCall) -> UpstreamResponse:
         request = orjson.loads(call.body)

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from ktproxy.config import Target, Timeouts, normalise_base_url
-from ktproxy.errors import upstream_timeout, upstream_unreachable
+from ktproxy.errors import GatewayError, upstream_timeout, upstream_unreachable
 from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
 
 # Upstream response headers a client may rely on; everything else (hop-by-hop,
@@ -58,12 +58,8 @@ class OpenAIResponse(UpstreamResponse):
             if self.status >= 400:
                 return await self._resp.content.read(_MAX_ERROR_BODY)
             return await self._resp.read()
-        except aiohttp.SocketTimeoutError:
-            raise upstream_timeout(self._target.id, "idle", self._timeouts.idle) from None
-        except TimeoutError:
-            raise upstream_timeout(self._target.id, "total", self._total()) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise upstream_unreachable(self._target.id, _describe(exc)) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._read_error(exc) from None
         finally:
             self._resp.release()
 
@@ -75,12 +71,8 @@ class OpenAIResponse(UpstreamResponse):
                 if not data:
                     return
                 yield data
-        except aiohttp.SocketTimeoutError:
-            raise upstream_timeout(self._target.id, "idle", self._timeouts.idle) from None
-        except TimeoutError:
-            raise upstream_timeout(self._target.id, "total", self._total()) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise upstream_unreachable(self._target.id, _describe(exc)) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._read_error(exc) from None
 
     def close(self) -> None:
         if self._resp.content.at_eof():
@@ -88,8 +80,14 @@ class OpenAIResponse(UpstreamResponse):
         else:
             self._resp.close()
 
-    def _total(self) -> float:
-        return self._timeouts.total or 0.0
+    def _read_error(self, exc: BaseException) -> GatewayError:
+        """What a failure while reading the body means for the client (504 or 502)."""
+        tid = self._target.id
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            return upstream_timeout(tid, "idle", self._timeouts.idle)
+        if isinstance(exc, TimeoutError):
+            return upstream_timeout(tid, "total", self._timeouts.total or 0.0)
+        return upstream_unreachable(tid, _describe(exc))
 
 
 class OpenAIProvider(Provider):

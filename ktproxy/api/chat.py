@@ -8,6 +8,7 @@ stream filter in the chain, upstream bytes are written on without being parsed.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import msgspec
@@ -133,6 +134,15 @@ def _error_body(upstream_body: bytes, status: int) -> bytes:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Handle one chat completion request, streamed or not."""
+    request_id = uuid.uuid4().hex
+    try:
+        return await _chat_completions(request, request_id)
+    except GatewayError as exc:
+        exc.headers["x-kt-request-id"] = request_id
+        raise
+
+
+async def _chat_completions(request: web.Request, request_id: str) -> web.StreamResponse:
     state = request.app[STATE]
     runtime = state.runtime
     if runtime is None:
@@ -148,7 +158,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise model_not_found(head.model)
     provider = route.provider
     ctx = RequestContext(
-        request_id=uuid.uuid4().hex,
+        request_id=request_id,
         endpoint="chat.completions",
         raw_body=raw,
         model=head.model,
@@ -163,6 +173,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except GatewayError as exc:
         ctx.status, ctx.error_code = exc.status, exc.code
         raise
+    except asyncio.CancelledError:
+        ctx.error_code = "client_closed"  # the client went away; the upstream is released
+        raise
     finally:
         state.inflight -= 1
         if runtime.chain.has_complete_hooks:
@@ -173,6 +186,7 @@ async def _exchange(
     request: web.Request, runtime: Runtime, provider: Provider, ctx: RequestContext
 ) -> web.StreamResponse:
     chain = runtime.chain
+    api_key = _upstream_key(request, provider)
     if chain.has_request_hooks:
         try:
             await chain.run_request(ctx)
@@ -185,7 +199,7 @@ async def _exchange(
     call = UpstreamCall(
         body=body,
         stream=ctx.stream,
-        api_key=_upstream_key(request, provider),
+        api_key=api_key,
         request_id=ctx.request_id,
         headers={k: h for k in FORWARD_HEADERS if (h := request.headers.get(k))},
     )

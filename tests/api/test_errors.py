@@ -274,3 +274,9 @@ def test_stream_is_relayed_as_it_arrives(
     total = time.monotonic() - start
     assert first is not None and total >= 1.5
     assert first < total - 1.0, "the first chunk arrived only with the rest (buffered)"
+
+
+def test_errors_carry_the_request_id(gateway: RunningGateway) -> None:
+    response = post_raw(gateway, b'{"model": "nope", "messages": [{"role": "user"}]}')
+    assert response.status_code == 404
+    assert len(response.headers["x-kt-request-id"]) == 32

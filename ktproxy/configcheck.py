@@ -94,11 +94,11 @@ class _Checker:
         if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
             self.walk_struct(value, tp, path)
             return
-        if origin is list:
+        if origin is list or (origin is tuple and get_args(tp)[1:] == (...,)):
             if not isinstance(value, list):
                 self.add(path, f"expected a list; got {_kind(value)}")
                 return
-            (item_tp,) = get_args(tp)
+            item_tp = get_args(tp)[0]
             for i, item in enumerate(value):
                 self.walk(item, item_tp, path + (i,))
             return
@@ -120,6 +120,7 @@ class _Checker:
             self.add(path, f"expected a mapping; got {_kind(value)}")
             return
         fields = {f.encode_name: f for f in msgspec.structs.fields(tp)}
+        before = len(self.problems)
         for key in value:
             if key not in fields:
                 expected = ", ".join(fields)
@@ -129,6 +130,12 @@ class _Checker:
                 self.walk(value[name], info.type, path + (name,))
             elif info.required:
                 self.add(path, f"missing required key '{name}'")
+        if len(self.problems) == before and hasattr(tp, "__post_init__"):
+            # Cross-field rules of the Struct itself (`__post_init__`).
+            try:
+                msgspec.convert(value, tp, strict=True)
+            except msgspec.ValidationError as exc:
+                self.add(path, _msgspec_message(str(exc), None, show_value=False))
         rule = _RULES.get(tp)
         if rule is not None:
             rule(self, value, path)
@@ -282,10 +289,10 @@ def _show(value: Any) -> str:
     return repr(value) if not isinstance(value, bool) else str(value).lower()
 
 
-def _msgspec_message(message: str, value: Any) -> str:
+def _msgspec_message(message: str, value: Any, show_value: bool = True) -> str:
     message = re.sub(r" - at `\$[^`]*`$", "", message)
     message = message[:1].lower() + message[1:]
-    if ", got" not in message:
+    if show_value and ", got" not in message:
         message += f"; got {_show(value)}"
     return message.replace(", got `", "; got `")
 

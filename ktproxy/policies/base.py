@@ -57,6 +57,9 @@ class StreamFilter(Protocol):
     def flush(self) -> str: ...
 
 
+HOOKS = ("on_request", "on_response", "stream_filter", "on_complete")
+
+
 class Policy:
     """Base class of every policy. Subclasses set `name` and, if any, `Options`."""
 
@@ -65,3 +68,8 @@ class Policy:
 
     def __init__(self, options: Any) -> None:
         self.options = options
+
+    def enabled_hooks(self) -> frozenset[str]:
+        """The hooks this instance uses: every hook its class defines, unless its
+        options make some pointless (the chain then skips them at no cost)."""
+        return frozenset(h for h in HOOKS if callable(getattr(type(self), h, None)))

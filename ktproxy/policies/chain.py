@@ -20,15 +20,10 @@ log = logging.getLogger("ktproxy.policies")
 _Hook = Callable[..., Any]
 
 
-def _overrides(policy: Policy, hook: str) -> bool:
-    # `Policy` itself defines no hooks, so any attribute of that name is the policy's own.
-    return callable(getattr(type(policy), hook, None))
-
-
 def _bound(policies: Sequence[Policy], hook: str) -> list[tuple[str, _Hook, bool]]:
     out = []
     for policy in policies:
-        if _overrides(policy, hook):
+        if hook in policy.enabled_hooks():
             fn = getattr(policy, hook)
             out.append((policy.name, fn, inspect.iscoroutinefunction(fn)))
     return out

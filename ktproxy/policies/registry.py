@@ -8,11 +8,14 @@ instead of calling them unknown.
 from __future__ import annotations
 
 from ktproxy.policies.base import Policy
+from ktproxy.policies.pii_detector import PIIDetector
 
-POLICIES: dict[str, type[Policy]] = {}
+POLICIES: dict[str, type[Policy]] = {
+    PIIDetector.name: PIIDetector,
+}
 
 # Part of the product's config format, not yet implemented in this release.
-PLANNED: frozenset[str] = frozenset({"prompt-injection", "pii-detector", "audit-logger"})
+PLANNED: frozenset[str] = frozenset({"prompt-injection", "audit-logger"})
 
 
 def register(cls: type[Policy]) -> type[Policy]:

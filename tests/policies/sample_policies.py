@@ -133,7 +133,18 @@ class Broken(Policy):
         raise RuntimeError("bookkeeping failed")
 
 
+class DecisionRecorder(Policy):
+    """Keeps the decisions of every finished exchange (what the audit policy will get)."""
+
+    name = "test-decisions"
+    seen: ClassVar[list[list[Decision]]] = []
+
+    def on_complete(self, ctx: RequestContext) -> None:
+        DecisionRecorder.seen.append(list(ctx.decisions))
+
+
 ALL: tuple[type[Policy], ...] = (
+    DecisionRecorder,
     BlockWord,
     AddSystemPrompt,
     Upper,

@@ -1,0 +1,577 @@
+"""Pure-Python reference of the PII / secret scanner (the C extension mirrors it).
+
+The scanner is written as explicit loops over characters rather than regular
+expressions so that `ext/ktscan.c` can follow it step by step: both must return the
+same matches for every text (a hypothesis test and generated corpora check this).
+It is also what runs where no compiler is present or `KTPROXY_NO_EXTENSIONS=1`.
+
+`scan(text, mask, final, start)` returns `(matches, safe_end)`:
+
+- `matches`: non-overlapping `(start, end, kind)` triples, in order, each ending at
+  or before `safe_end`, for the kinds selected by `mask`;
+- `safe_end`: how much of `text` is final. When `final` is false, text after
+  `safe_end` may still turn out to be (part of) a value once more text arrives: the
+  trailing run of characters that a value could contain, and any private-key block
+  whose END line has not arrived. With `final`, `safe_end == len(text)`.
+
+Scanning begins at `start`; characters before it are context only (the character
+just before a value decides whether the value starts at a word boundary).
+"""
+
+from __future__ import annotations
+
+from ktproxy.scan.kinds import KIND_INDEX
+
+EMAIL = KIND_INDEX["EMAIL"]
+PHONE = KIND_INDEX["PHONE"]
+SSN = KIND_INDEX["SSN"]
+CARD = KIND_INDEX["CREDIT_CARD"]
+IPV4 = KIND_INDEX["IPV4"]
+IPV6 = KIND_INDEX["IPV6"]
+IBAN = KIND_INDEX["IBAN"]
+OPENAI_KEY = KIND_INDEX["OPENAI_KEY"]
+ANTHROPIC_KEY = KIND_INDEX["ANTHROPIC_KEY"]
+AWS_KEY = KIND_INDEX["AWS_ACCESS_KEY"]
+GITHUB = KIND_INDEX["GITHUB_TOKEN"]
+GITLAB = KIND_INDEX["GITLAB_TOKEN"]
+SLACK = KIND_INDEX["SLACK_TOKEN"]
+JWT = KIND_INDEX["JWT"]
+PRIVATE_KEY = KIND_INDEX["PRIVATE_KEY"]
+
+Match = tuple[int, int, int]
+
+
+# -- character classes (ASCII only: every value the scanner knows is ASCII) -------------
+
+
+def _digit(c: str) -> bool:
+    return "0" <= c <= "9"
+
+
+def _upper(c: str) -> bool:
+    return "A" <= c <= "Z"
+
+
+def _alpha(c: str) -> bool:
+    return "a" <= c <= "z" or "A" <= c <= "Z"
+
+
+def _alnum(c: str) -> bool:
+    return _digit(c) or _alpha(c)
+
+
+def _hex(c: str) -> bool:
+    return _digit(c) or "a" <= c <= "f" or "A" <= c <= "F"
+
+
+def _local(c: str) -> bool:
+    """A character of an email's local part."""
+    return _alnum(c) or c in "._%+-"
+
+
+def _token(c: str) -> bool:
+    """A character of URL-safe tokens (keys, JWT segments)."""
+    return _alnum(c) or c == "_" or c == "-"
+
+
+def _held(c: str) -> bool:
+    """A character a value can contain (spaces are handled apart)."""
+    return _alnum(c) or c in "@._%+-:()"
+
+
+# -- validators -----------------------------------------------------------------------
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for pos, c in enumerate(reversed(digits)):
+        d = ord(c) - 48
+        if pos % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card_prefix_ok(digits: str) -> bool:
+    """Issuer ranges of the major networks, with their lengths."""
+    n = len(digits)
+    p2 = int(digits[:2])
+    p3 = int(digits[:3])
+    p4 = int(digits[:4])
+    if digits[0] == "4":
+        return n in (13, 16, 19)  # Visa
+    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
+        return n == 16  # Mastercard
+    if p2 in (34, 37):
+        return n == 15  # American Express
+    if p4 == 6011 or 644 <= p3 <= 649 or p2 == 65:
+        return 16 <= n <= 19  # Discover
+    if 3528 <= p4 <= 3589:
+        return 16 <= n <= 19  # JCB
+    if p2 in (36, 38) or 300 <= p3 <= 305:
+        return 14 <= n <= 16  # Diners Club
+    if p2 == 62:
+        return 16 <= n <= 19  # UnionPay
+    return False
+
+
+# IBAN lengths by country (ISO 13616 registry).
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,
+    "BH": 22, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28,
+    "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
+    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "MC": 27, "MD": 24,
+    "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18, "NO": 15, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SC": 31,
+    "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
+    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def _iban_ok(chars: str) -> bool:
+    rearranged = chars[4:] + chars[:4]
+    remainder = 0
+    for c in rearranged:
+        value = ord(c) - 48 if _digit(c) else ord(c) - 55
+        remainder = (remainder * (100 if value > 9 else 10) + value) % 97
+    return remainder == 1
+
+
+# -- detectors: each returns the end of a value starting at i, or -1 ------------------
+
+
+def _email(t: str, i: int, n: int) -> int:
+    j = i
+    while j < n and _local(t[j]):
+        j += 1
+    if j >= n or t[j] != "@" or j - i > 64 or t[j - 1] == "." or ".." in t[i:j]:
+        return -1
+    # Domain: labels of [A-Za-z0-9-], not starting or ending with '-', joined by '.'.
+    k = j + 1
+    labels = 0
+    best = -1
+    while True:
+        start = k
+        while k < n and (_alnum(t[k]) or t[k] == "-") and k - start < 63:
+            k += 1
+        if k == start or t[start] == "-" or t[k - 1] == "-":
+            break
+        labels += 1
+        if labels >= 2 and k - start >= 2 and all(_alpha(c) for c in t[start:k]):
+            best = k
+        if k < n and t[k] == "." and k + 1 < n and _alnum(t[k + 1]):
+            k += 1
+            continue
+        break
+    if best < 0 or (best < n and (_alnum(t[best]) or t[best] in "-_")):
+        return -1
+    return best
+
+
+def _ssn(t: str, i: int, n: int) -> int:
+    if i + 11 > n:
+        return -1
+    sep = t[i + 3]
+    if sep not in "- " or t[i + 6] != sep:
+        return -1
+    s = t[i : i + 11]
+    d = s[0:3] + s[4:6] + s[7:11]
+    if not all(_digit(c) for c in d):
+        return -1
+    area, group, serial = int(d[0:3]), int(d[3:5]), int(d[5:9])
+    if area == 0 or area == 666 or area >= 900 or group == 0 or serial == 0:
+        return -1
+    end = i + 11
+    if end < n and (_alnum(t[end]) or (t[end] in "-." and end + 1 < n and _digit(t[end + 1]))):
+        return -1
+    return end
+
+
+def _card(t: str, i: int, n: int) -> int:
+    """13-19 digits, optionally in groups joined by one kind of separator (` ` or `-`);
+    the longest run of whole groups with a known issuer prefix and a valid Luhn sum."""
+    digits: list[str] = []
+    ends: list[tuple[int, int]] = []  # (end, digit count) after each group
+    sep = ""
+    j = i
+    while j < n and len(digits) <= 19:
+        if _digit(t[j]):
+            digits.append(t[j])
+            j += 1
+            continue
+        ends.append((j, len(digits)))
+        if t[j] in " -" and j + 1 < n and _digit(t[j + 1]) and sep in ("", t[j]):
+            sep = t[j]
+            j += 1
+            continue
+        break
+    else:
+        if len(digits) <= 19:
+            ends.append((j, len(digits)))
+    s = "".join(digits)
+    for end, count in reversed(ends):
+        if not 13 <= count <= 19:
+            continue
+        if end < n and (_alpha(t[end]) or (t[end] in ".," and end + 1 < n and _digit(t[end + 1]))):
+            continue
+        if end < n and _digit(t[end]):
+            continue
+        if _card_prefix_ok(s[:count]) and _luhn(s[:count]):
+            return end
+    return -1
+
+
+def _ipv4(t: str, i: int, n: int) -> int:
+    j = i
+    for part in range(4):
+        start = j
+        while j < n and _digit(t[j]) and j - start < 4:
+            j += 1
+        length = j - start
+        if length == 0 or length > 3 or (length > 1 and t[start] == "0"):
+            return -1
+        if int(t[start:j]) > 255:
+            return -1
+        if part < 3:
+            if j >= n or t[j] != ".":
+                return -1
+            j += 1
+    if j < n and (_alnum(t[j]) or (t[j] == "." and j + 1 < n and _digit(t[j + 1]))):
+        return -1
+    return j
+
+
+def _ipv6(t: str, i: int, n: int) -> int:
+    j = i
+    groups = 0
+    compressed = False
+    has_digit = False
+    if t.startswith("::", j):
+        compressed = True
+        j += 2
+    while j < n:
+        start = j
+        while j < n and _hex(t[j]) and j - start < 5:
+            j += 1
+        length = j - start
+        if length == 0:
+            break
+        if length > 4:
+            return -1
+        # An embedded IPv4 tail (::ffff:192.0.2.1) ends the address.
+        if j + 1 < n and t[j] == "." and _digit(t[j + 1]) and groups <= 6:
+            end = _ipv4(t, start, n)
+            if end < 0:
+                return -1
+            return end if (compressed or groups == 6) else -1
+        groups += 1
+        has_digit = has_digit or any(_digit(c) for c in t[start:j])
+        if j + 1 < n and t[j] == ":" and t[j + 1] == ":":
+            if compressed:
+                return -1
+            compressed = True
+            j += 2
+            continue
+        if j + 1 < n and t[j] == ":" and _hex(t[j + 1]):
+            j += 1
+            continue
+        break
+    if compressed:
+        if groups > 7 or groups == 0 or (groups == 1 and not has_digit):
+            return -1
+    elif groups != 8:
+        return -1
+    if j < n and (_alnum(t[j]) or t[j] == ":"):
+        return -1
+    return j
+
+
+def _iban(t: str, i: int, n: int) -> int:
+    if i + 4 > n or not (_upper(t[i]) and _upper(t[i + 1])):
+        return -1
+    length = IBAN_LENGTHS.get(t[i : i + 2])
+    if length is None or not (_digit(t[i + 2]) and _digit(t[i + 3])):
+        return -1
+    chars = [t[i], t[i + 1], t[i + 2], t[i + 3]]
+    j = i + 4
+    grouped = j < n and t[j] == " "
+    while len(chars) < length and j < n:
+        c = t[j]
+        if grouped and c == " " and (len(chars) % 4 == 0) and j + 1 < n and t[j + 1] != " ":
+            j += 1
+            continue
+        if not (_upper(c) or _digit(c)):
+            break
+        chars.append(c)
+        j += 1
+    if len(chars) != length or (j < n and _alnum(t[j])):
+        return -1
+    return j if _iban_ok("".join(chars)) else -1
+
+
+def _phone_groups(t: str, j: int, n: int, max_digits: int) -> list[tuple[int, int, int, bool]]:
+    """Digit groups from j, one (end, digits, groups, used a separator) per group.
+
+    Groups are 1-5 digits joined by one of ` -.`; a parenthesised group may only be
+    the first or second one (`+44 (0)20 ...`, `(020) 7946 ...`). Groups stop before
+    the count would pass `max_digits`. The caller takes the longest prefix that
+    forms a valid number.
+    """
+    out: list[tuple[int, int, int, bool]] = []
+    digits = groups = 0
+    sep_used = False
+    while j < n:
+        if t[j] == "(":
+            if groups >= 2:
+                break
+            k = j + 1
+            while k < n and _digit(t[k]) and k - j <= 5:
+                k += 1
+            if k == j + 1 or k >= n or t[k] != ")" or digits + k - j - 1 > max_digits:
+                break
+            digits += k - j - 1
+            groups += 1
+            j = k + 1
+            sep_used = True
+            out.append((j, digits, groups, sep_used))
+            if j + 1 < n and t[j] == " " and _digit(t[j + 1]):
+                j += 1
+            continue
+        start = j
+        while j < n and _digit(t[j]) and j - start < 6:
+            j += 1
+        if j == start or j - start > 5 or digits + j - start > max_digits:
+            break
+        digits += j - start
+        groups += 1
+        out.append((j, digits, groups, sep_used))
+        if j + 1 < n and t[j] in " -." and (_digit(t[j + 1]) or t[j + 1] == "("):
+            j += 1
+            sep_used = True
+            continue
+        break
+    return out
+
+
+def _phone_end_ok(t: str, end: int, n: int) -> bool:
+    return not (
+        end < n and (_alnum(t[end]) or (t[end] in "-." and end + 1 < n and _digit(t[end + 1])))
+    )
+
+
+def _phone(t: str, i: int, n: int) -> int:
+    c = t[i]
+    if c == "+":
+        if i + 1 >= n or not _digit(t[i + 1]) or t[i + 1] == "0":
+            return -1
+        compact = _run(t, i + 1, n, token=False)
+        if 8 <= compact - i - 1 <= 15 and all(_digit(x) for x in t[i + 1 : compact]):
+            return compact if _phone_end_ok(t, compact, n) else -1  # +14155552671
+        for end, digits, groups, _ in reversed(_phone_groups(t, i + 1, n, 15)):
+            if digits >= 8 and groups >= 2 and _phone_end_ok(t, end, n):
+                return end
+        return -1
+    if c == "0" or c == "(":
+        for end, digits, groups, sep in reversed(_phone_groups(t, i, n, 11)):
+            if digits < 9 or groups < 2 or not sep or not _phone_end_ok(t, end, n):
+                continue
+            first = i + 1 if c == "(" else i
+            k = first
+            while k < n and _digit(t[k]):
+                k += 1
+            if t[first] == "0" and 2 <= k - first <= 5:
+                return end
+        if c == "0":
+            return -1
+    end = _nanp(t, i, n)
+    return end if end >= 0 and _phone_end_ok(t, end, n) else -1
+
+
+def _nanp(t: str, i: int, n: int) -> int:
+    """(NXX) XXX-XXXX, NXX-XXX-XXXX, NXX.XXX.XXXX, NXX XXX XXXX, optionally after `1 `."""
+    j = i
+    if t[j] == "1" and j + 1 < n and t[j + 1] in " -.":
+        j += 2
+    sep = ""
+    if j < n and t[j] == "(":
+        if not (j + 5 <= n and t[j + 4] == ")" and _area(t, j + 1)):
+            return -1
+        j += 5
+        if j < n and t[j] == " ":
+            j += 1
+    else:
+        if not (_area(t, j) and j + 3 < n and t[j + 3] in " -."):
+            return -1
+        sep = t[j + 3]
+        j += 4
+    if j + 8 > n or t[j + 3] not in " -." or (sep and t[j + 3] != sep):
+        return -1
+    if not all(_digit(c) for c in t[j : j + 3] + t[j + 4 : j + 8]):
+        return -1
+    return j + 8
+
+
+def _area(t: str, j: int) -> bool:
+    return j + 3 <= len(t) and "2" <= t[j] <= "9" and _digit(t[j + 1]) and _digit(t[j + 2])
+
+
+def _run(t: str, j: int, n: int, token: bool = True) -> int:
+    while j < n and (_token(t[j]) if token else _alnum(t[j])):
+        j += 1
+    return j
+
+
+def _secret(t: str, i: int, n: int, mask: int) -> tuple[int, int]:
+    """A provider secret starting at i: (end, kind), or (-1, -1)."""
+    c = t[i]
+    if c == "s" and t.startswith("sk-", i):
+        end = _run(t, i + 3, n)
+        if t.startswith("sk-ant-", i):
+            if end - (i + 7) >= 20 and mask >> ANTHROPIC_KEY & 1:
+                return end, ANTHROPIC_KEY
+        elif end - (i + 3) >= 20 and mask >> OPENAI_KEY & 1:
+            return end, OPENAI_KEY
+    elif c == "A" and mask >> AWS_KEY & 1 and t[i : i + 4] in _AWS_PREFIXES:
+        end = i + 20
+        if end <= n and all(_upper(x) or _digit(x) for x in t[i + 4 : end]):
+            if end == n or not _token(t[end]):
+                return end, AWS_KEY
+    elif c == "g" and mask >> GITHUB & 1 and t[i : i + 4] in _GITHUB_PREFIXES:
+        end = _run(t, i + 4, n, token=False)
+        if 36 <= end - (i + 4) <= 255 and (end == n or not _token(t[end])):
+            return end, GITHUB
+    elif c == "g" and mask >> GITHUB & 1 and t.startswith("github_pat_", i):
+        end = _run(t, i + 11, n)
+        if end - (i + 11) >= 22:
+            return end, GITHUB
+    elif c == "g" and mask >> GITLAB & 1 and t.startswith("glpat-", i):
+        end = _run(t, i + 6, n)
+        if end - (i + 6) >= 20:
+            return end, GITLAB
+    elif c == "x" and mask >> SLACK & 1 and t.startswith("xox", i) and i + 4 < n:
+        if t[i + 3] in "abposr" and t[i + 4] == "-":
+            end = i + 5
+            while end < n and (_alnum(t[end]) or t[end] == "-"):
+                end += 1
+            if end - (i + 5) >= 10:
+                return end, SLACK
+    elif c == "e" and mask >> JWT & 1 and t.startswith("eyJ", i):
+        end = _jwt(t, i, n)
+        if end > 0:
+            return end, JWT
+    return -1, -1
+
+
+_AWS_PREFIXES = frozenset(
+    {"AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "ANVA"}
+)
+_GITHUB_PREFIXES = frozenset({"ghp_", "gho_", "ghu_", "ghs_", "ghr_"})
+
+
+def _jwt(t: str, i: int, n: int) -> int:
+    def b64(j: int) -> int:
+        while j < n and (_alnum(t[j]) or t[j] in "_-"):
+            j += 1
+        return j
+
+    end1 = b64(i)
+    if end1 - i < 10 or end1 >= n or t[end1] != "." or not t.startswith("eyJ", end1 + 1):
+        return -1
+    end2 = b64(end1 + 1)
+    if end2 - end1 - 1 < 10 or end2 >= n or t[end2] != ".":
+        return -1
+    return b64(end2 + 1)
+
+
+_PK_BEGIN = "-----BEGIN "
+_PK_END = "-----END "
+
+
+def _private_key(t: str, i: int, n: int, final: bool) -> int:
+    """A PEM private-key block: its end; n when unterminated and final; -2 when pending."""
+    line_end = t.find("\n", i)
+    header = t[i : line_end if line_end >= 0 else n]
+    close = header.find("-----", len(_PK_BEGIN))
+    if close < 0:
+        return -2 if line_end < 0 and not final and len(header) < 80 else -1
+    if not header[:close].endswith("PRIVATE KEY"):
+        return -1
+    end_at = t.find(_PK_END, i + close)
+    if end_at >= 0:
+        tail = t.find("-----", end_at + len(_PK_END))
+        if tail >= 0:
+            return tail + 5
+    return n if final else -2
+
+
+# -- the scan -------------------------------------------------------------------------
+
+
+def scan(text: str, mask: int, final: bool = True, start: int = 0) -> tuple[list[Match], int]:
+    """Find values of the kinds in `mask`; see the module docstring."""
+    t = text
+    n = len(t)
+    safe = n if final else _safe_end(t, start, n)
+    matches: list[Match] = []
+    i = start
+    while i < n:
+        c = t[i]
+        end = -1
+        kind = -1
+        if not (_alnum(c) or c in "+(-:"):
+            i += 1
+            continue
+        prev = t[i - 1] if i > 0 else " "
+        if c == "-":
+            if mask >> PRIVATE_KEY & 1 and t.startswith(_PK_BEGIN, i):
+                end = _private_key(t, i, n, final)
+                if end == -2:  # a key block still arriving: nothing from here is final
+                    safe = min(safe, i)
+                    break
+                kind = PRIVATE_KEY
+        elif not (_alnum(prev) or prev == "_"):
+            end, kind = _secret(t, i, n, mask)
+            if end < 0 and mask >> EMAIL & 1 and _alnum(c):
+                end, kind = _email(t, i, n), EMAIL
+            if end < 0 and mask >> IBAN & 1 and _upper(c):
+                end, kind = _iban(t, i, n), IBAN
+            number = _digit(c) and prev not in ".-+"
+            if end < 0 and number and mask >> CARD & 1:
+                end, kind = _card(t, i, n), CARD
+            if end < 0 and number and mask >> SSN & 1:
+                end, kind = _ssn(t, i, n), SSN
+            if end < 0 and mask >> IPV6 & 1 and (_hex(c) or c == ":") and prev not in ":.":
+                end, kind = _ipv6(t, i, n), IPV6
+            if end < 0 and number and mask >> IPV4 & 1:
+                end, kind = _ipv4(t, i, n), IPV4
+            if end < 0 and mask >> PHONE & 1 and (_digit(c) or c in "+(") and prev not in ".-+":
+                end, kind = _phone(t, i, n), PHONE
+        if end > i:
+            if end > safe:  # a value reaching into the unfinished tail is not final either
+                safe = min(safe, i)
+                break
+            matches.append((i, end, kind))
+            i = end
+        else:
+            i += 1
+    return matches, safe
+
+
+def _safe_end(t: str, start: int, n: int) -> int:
+    """Start of the trailing run that more text could still turn into a value."""
+    j = n
+    while j > start:
+        c = t[j - 1]
+        if _held(c):
+            j -= 1
+        elif c == " " and j - 2 >= start and (_digit(t[j - 2]) or t[j - 2] == ")"):
+            j -= 1
+        elif c == " " and j < n and (_digit(t[j]) or t[j] == "("):
+            j -= 1
+        else:
+            break
+    return j

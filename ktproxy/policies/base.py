@@ -39,8 +39,9 @@ class PolicyViolation(Exception):
 
     @property
     def code(self) -> str:
-        """The error code clients see: `<policy>.<rule>`."""
-        return f"{self.policy}.{self.rule}"
+        """The error code clients see: `<policy>.<rule>`, the policy name with `_` for `-`
+        (`prompt_injection.instruction_override`, `pii_detector.email`)."""
+        return f"{self.policy.replace('-', '_')}.{self.rule}"
 
 
 class StreamFilter(Protocol):

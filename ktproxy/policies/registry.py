@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from ktproxy.policies.base import Policy
 from ktproxy.policies.pii_detector import PIIDetector
+from ktproxy.policies.prompt_injection import PromptInjection
 
 POLICIES: dict[str, type[Policy]] = {
+    PromptInjection.name: PromptInjection,
     PIIDetector.name: PIIDetector,
 }
 
 # Part of the product's config format, not yet implemented in this release.
-PLANNED: frozenset[str] = frozenset({"prompt-injection", "audit-logger"})
+PLANNED: frozenset[str] = frozenset({"audit-logger"})
 
 
 def register(cls: type[Policy]) -> type[Policy]:

@@ -30,7 +30,7 @@ class BlockWord(Policy):
 
     def on_request(self, ctx: RequestContext) -> None:
         if any(self.options.word in t for t in _texts(ctx)):
-            ctx.decisions.append(Decision(self.name, "block", "test-block.word"))
+            ctx.decisions.append(Decision(self.name, "block", "test_block.word"))
             raise PolicyViolation(self.name, "word", f"the word {self.options.word!r} is blocked")
 
 

@@ -64,13 +64,13 @@ def test_request_block_is_422_and_nothing_leaves(
         error = info.value.body
         assert isinstance(error, dict)
         assert error["type"] == "policy_violation"
-        assert error["code"] == "test-block.word" and error["policy"] == "test-block"
+        assert error["code"] == "test_block.word" and error["policy"] == "test-block"
         assert error["param"] is None
     assert upstream.requests == []
     assert client(gw).chat.completions.create(model="gpt-4o", messages=USER).choices
     assert Recorder.seen == [
-        (422, "test-block.word", False),
-        (422, "test-block.word", True),
+        (422, "test_block.word", False),
+        (422, "test_block.word", True),
         (200, None, False),
     ]
 
@@ -157,8 +157,8 @@ def test_stream_violation_ends_with_error_event(
         for chunk in client(gw).chat.completions.create(model="gpt-4o", messages=USER, stream=True):
             got.append(chunk.choices[0].delta.content or "" if chunk.choices else "")
     assert "".join(got) == "go go "
-    assert info.value.code == "test-stream-stop.stop_word"  # type: ignore[attr-defined]
-    assert wait_for_records(1) == [(200, "test-stream-stop.stop_word", True)]
+    assert info.value.code == "test_stream_stop.stop_word"  # type: ignore[attr-defined]
+    assert wait_for_records(1) == [(200, "test_stream_stop.stop_word", True)]
     assert client(gw).chat.completions.create(model="gpt-4o", messages=USER).choices
 
 

@@ -167,7 +167,7 @@ def test_block_request_is_422_and_nothing_leaves(
         )
     assert info.value.status_code == 422
     error = info.value.body
-    assert isinstance(error, dict) and error["code"] == "pii-detector.email"
+    assert isinstance(error, dict) and error["code"] == "pii_detector.email"
     assert error["policy"] == "pii-detector" and EMAIL not in error["message"]
     assert upstream.requests == []
 
@@ -185,7 +185,7 @@ def test_block_on_a_stream_stops_before_the_value(
             if chunk.choices:
                 got.append(chunk.choices[0].delta.content or "")
     assert "".join(got) == "Sure. The address is "
-    assert info.value.code == "pii-detector.email"  # type: ignore[attr-defined]
+    assert info.value.code == "pii_detector.email"  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -1,0 +1,212 @@
+"""Prompt-injection detector: phrase automata over normalised text, plus the signals
+phrase lists miss.
+
+- Phrases (`injection_phrases`) are matched with one pyahocorasick automaton over
+  `normalize(text)`, at word boundaries for Latin-script phrases.
+- Role and delimiter injection (`### system:`, fake `<|im_start|>` turns, `[INST]`,
+  `<<SYS>>`, `<system>` tags, a line opening with `system:`) by patterns on the
+  original text, where the punctuation still is.
+- Payloads hidden in base64, hex or rot13 are decoded and scanned again, bounded in
+  count, size and depth.
+
+A finding carries its family, rule, weight and span (indices into the original
+text; for a decoded payload, the span of the encoded run). A text is an attack when
+the sum over distinct rules of their strongest weight reaches the threshold.
+The automaton is built once per config and never mutated afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import ahocorasick
+
+from ktproxy.scan.injection_phrases import Phrase, all_phrases
+from ktproxy.scan.normalizer import normalize, normalize_with_offsets
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One signal: what it is, how strong, and where."""
+
+    family: str
+    rule: str
+    weight: float
+    start: int
+    end: int
+    source: str = "text"  # text | base64 | hex | rot13
+
+
+_ROLE_PATTERNS: tuple[tuple[re.Pattern[str], str, float], ...] = (
+    (re.compile(r"(?im)^[ \t]*#{2,}[ \t]*(system|assistant|developer|instructions?)\b[ \t]*:?"),
+     "markdown_role_header", 1.0),
+    (re.compile(r"<\|\s*(im_start|im_end|system|assistant|endoftext|eot_id|start_header_id|"
+                r"end_header_id|begin_of_text)\s*\|>", re.I), "chat_template_token", 1.0),
+    (re.compile(r"\[/?\s*(INST|SYS|SYSTEM)\s*\]", re.I), "inst_tag", 1.0),
+    (re.compile(r"<<\s*/?\s*SYS\s*>>", re.I), "llama_sys_tag", 1.0),
+    (re.compile(r"</?\s*(system|system_prompt|system-prompt|instructions|developer)\s*>", re.I),
+     "xml_role_tag", 1.0),
+    (re.compile(r"(?im)^[ \t]*(system|assistant)[ \t]*:[ \t]*\S"), "role_prefix_line", 0.6),
+    (re.compile(r"(?i)\b(end|close)\s+of\s+(the\s+)?(user\s+)?(input|message|prompt)\s*[\]>\-=#*]"),
+     "fake_delimiter", 1.0),
+)  # fmt: skip
+
+_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
+_HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){10,}(?![0-9A-Fa-f])")
+
+MAX_PAYLOADS = 8  # encoded runs examined per text
+MAX_DECODED = 16 * 1024  # characters of decoded text examined per text
+MAX_DEPTH = 2  # decode inside decoded text at most this deep
+
+
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz ")
+
+
+def _plain(phrase: str) -> bool:
+    """Already in normal form: lower-case ASCII letters and single inner spaces."""
+    return set(phrase) <= _PLAIN and "  " not in phrase and phrase.strip() == phrase
+
+
+def _is_boundary(text: str, i: int) -> bool:
+    return i < 0 or i >= len(text) or not text[i].isalnum()
+
+
+class InjectionDetector:
+    """Finds injection signals in texts; immutable once built."""
+
+    def __init__(
+        self,
+        extra_phrases: Iterable[str] = (),
+        allow_phrases: Iterable[str] = (),
+        threshold: float = 1.0,
+        decode: bool = True,
+    ) -> None:
+        self.threshold = threshold
+        self.decode = decode
+        phrases: list[Phrase] = all_phrases()
+        phrases += [(p, "custom", "extra_phrase", 1.0) for p in extra_phrases]
+        self._automaton = ahocorasick.Automaton()
+        for phrase, family, rule, weight in phrases:
+            key = phrase if _plain(phrase) else normalize(phrase)
+            if not key:
+                continue
+            old = self._automaton.get(key, None)
+            if old is None or old[3] < weight:
+                latin = key[0].isascii(), key[-1].isascii()
+                self._automaton.add_word(key, (family, rule, len(key), weight, latin))
+        self._automaton.make_automaton()
+        self._allow = tuple(k for k in (normalize(p) for p in allow_phrases) if k)
+
+    # -- matching ---------------------------------------------------------------------
+
+    def _phrase_findings(
+        self, text: str, source: str, span: tuple[int, int] | None
+    ) -> list[Finding]:
+        norm, offsets = normalize_with_offsets(text)
+        if not norm:
+            return []
+        allowed = [
+            (m.start(), m.end()) for p in self._allow for m in re.finditer(re.escape(p), norm)
+        ]
+        out = []
+        for end, (family, rule, length, weight, latin) in self._automaton.iter(norm):
+            start = end - length + 1
+            if latin[0] and not _is_boundary(norm, start - 1):
+                continue
+            if latin[1] and not _is_boundary(norm, end + 1):
+                continue
+            if any(a <= start and end < b for a, b in allowed):
+                continue
+            where = span or (offsets[start], offsets[end] + 1)
+            out.append(Finding(family, rule, weight, where[0], where[1], source))
+        return out
+
+    def _pattern_findings(
+        self, text: str, source: str, span: tuple[int, int] | None
+    ) -> list[Finding]:
+        out = []
+        for pattern, rule, weight in _ROLE_PATTERNS:
+            for m in pattern.finditer(text):
+                where = span or (m.start(), m.end())
+                out.append(Finding("role_injection", rule, weight, where[0], where[1], source))
+        return out
+
+    def findings(self, text: str) -> list[Finding]:
+        """Every signal in `text`, its decoded payloads included (bounded)."""
+        budget = [MAX_PAYLOADS, MAX_DECODED]
+        return self._scan(text, "text", None, 0, budget)
+
+    def _scan(
+        self, text: str, source: str, span: tuple[int, int] | None, depth: int, budget: list[int]
+    ) -> list[Finding]:
+        out = self._phrase_findings(text, source, span) + self._pattern_findings(text, source, span)
+        if not self.decode or depth >= MAX_DEPTH:
+            return out
+        for kind, start, end, decoded in _payloads(text):
+            if budget[0] <= 0 or budget[1] <= 0:
+                break
+            budget[0] -= 1
+            budget[1] -= len(decoded)
+            where = span or (start, end)
+            out += self._scan(decoded[:MAX_DECODED], kind, where, depth + 1, budget)
+        if depth == 0 and any(c.isalpha() for c in text[:64]):
+            rot = codecs.encode(text[:MAX_DECODED], "rot13")
+            out += [
+                f
+                for f in self._phrase_findings(rot, "rot13", span or (0, len(text)))
+                if f.weight >= 1.0
+            ]
+        return out
+
+    # -- verdict ----------------------------------------------------------------------
+
+    @staticmethod
+    def score(findings: Iterable[Finding]) -> float:
+        """Sum over distinct rules of each rule's strongest weight."""
+        best: dict[tuple[str, str], float] = {}
+        for f in findings:
+            key = (f.family, f.rule)
+            best[key] = max(best.get(key, 0.0), f.weight)
+        return sum(best.values())
+
+    def is_attack(self, text: str) -> bool:
+        """True when the findings of `text` reach the threshold."""
+        return self.score(self.findings(text)) >= self.threshold
+
+
+def _printable(text: str) -> bool:
+    if not text:
+        return False
+    good = sum(1 for c in text if c.isprintable() or c in "\n\r\t")
+    return good / len(text) >= 0.9 and sum(c.isalpha() for c in text) >= len(text) * 0.4
+
+
+def _payloads(text: str) -> list[tuple[str, int, int, str]]:
+    """(kind, start, end, decoded text) of base64 and hex runs that decode to text."""
+    out = []
+    for m in _BASE64_RUN.finditer(text):
+        run = m.group(0)
+        if run.isdigit() or run.isalpha() and run.islower():
+            continue  # plain words and numbers are not payloads
+        raw = run.replace("-", "+").replace("_", "/")
+        raw += "=" * (-len(raw) % 4)
+        try:
+            decoded = base64.b64decode(raw, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        if _printable(decoded):
+            out.append(("base64", m.start(), m.end(), decoded))
+    for m in _HEX_RUN.finditer(text):
+        digits = re.sub(r"[ :]", "", m.group(0))
+        try:
+            decoded = bytes.fromhex(digits).decode("utf-8")
+        except ValueError:
+            continue
+        if _printable(decoded):
+            out.append(("hex", m.start(), m.end(), decoded))
+    return out

@@ -120,7 +120,7 @@ class _Checker:
             self.add(path, f"expected a mapping; got {_kind(value)}")
             return
         fields = {f.encode_name: f for f in msgspec.structs.fields(tp)}
-        before = len(self.problems)
+        before = self._errors()
         for key in value:
             if key not in fields:
                 expected = ", ".join(fields)
@@ -130,7 +130,7 @@ class _Checker:
                 self.walk(value[name], info.type, path + (name,))
             elif info.required:
                 self.add(path, f"missing required key '{name}'")
-        if len(self.problems) == before and hasattr(tp, "__post_init__"):
+        if self._errors() == before and hasattr(tp, "__post_init__"):
             # Cross-field rules of the Struct itself (`__post_init__`).
             try:
                 msgspec.convert(value, tp, strict=True)
@@ -139,6 +139,9 @@ class _Checker:
         rule = _RULES.get(tp)
         if rule is not None:
             rule(self, value, path)
+
+    def _errors(self) -> int:
+        return sum(p.severity == "error" for p in self.problems)
 
     # -- rules beyond types ----------------------------------------------------------
 

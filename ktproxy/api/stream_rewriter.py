@@ -19,7 +19,7 @@ import orjson
 from ktproxy.context import RequestContext
 from ktproxy.policies.base import StreamFilter
 from ktproxy.policies.chain import CompiledChain
-from ktproxy.wire.openai import chunk_decoder
+from ktproxy.wire.openai import DeltaView, chunk_decoder
 from ktproxy.wire.sse import DONE, SSEParser, data_event, event_data
 
 
@@ -90,6 +90,10 @@ class StreamRewriter:
                 changes[pos] = out or ""
         if changes is None:
             return event
+        if len(chunk.choices) == 1:
+            spliced = _splice_content(data, chunk.choices[0].delta, changes[0])
+            if spliced is not None:
+                return spliced
         obj = orjson.loads(data)
         choices = obj["choices"]
         for pos, text in changes.items():
@@ -127,3 +131,26 @@ class StreamRewriter:
             "choices": pieces,
         }
         return data_event(orjson.dumps(chunk))
+
+
+_CONTENT_KEY = b'"content":'
+
+
+def _splice_content(data: bytes, delta: DeltaView | None, text: str) -> bytes | None:
+    """The event with its one `delta.content` string replaced in place, or None.
+
+    Re-encoding a whole chunk costs more than the policies themselves; when the old
+    content's JSON encoding occurs exactly once after `"content":`, swapping those
+    bytes gives the same event the re-encoder would, with every other byte kept.
+    """
+    old = delta.content if delta is not None else None
+    if not old:
+        return None
+    key = data.find(_CONTENT_KEY)
+    if key < 0 or data.find(_CONTENT_KEY, key + 1) >= 0:
+        return None
+    value = data.find(orjson.dumps(old), key + len(_CONTENT_KEY))
+    if value < 0 or data[key + len(_CONTENT_KEY) : value].strip() != b"":
+        return None
+    end = value + len(orjson.dumps(old))
+    return b"data: " + data[:value] + orjson.dumps(text) + data[end:] + b"\n\n"

@@ -50,7 +50,9 @@ class PIIOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         if "{kind}" not in self.placeholder:
             raise ValueError("placeholder must contain {kind}")
         if set(self.placeholder) & {'"', "\\", "<", ">"}:
-            raise ValueError("placeholder must not contain quotes, backslashes or angle brackets")
+            raise ValueError(
+                "placeholder must not contain double quotes, backslashes or angle brackets"
+            )
 
 
 _PSEUDONYM = re.compile(r"<([A-Z_]+)_(\d+)>")

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ktproxy.scan import reference
 from ktproxy.scan import redactor as redactor_module
+from ktproxy.scan import reference
 from ktproxy.scan.kinds import ALL_KINDS, KINDS
 from ktproxy.scan.redactor import StreamRedactor, redact_text
 

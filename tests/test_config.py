@@ -220,8 +220,8 @@ BAD_EVERYTHING_REPORT = [
     "expected one of pii-detector, prompt-injection, audit-logger",
     "bad.yaml:48: $.policies.chain[4]: policy 'pii-detector' appears twice in the chain",
     "bad.yaml:49: $.policies.order: unknown key; expected one of chain",
-    "bad.yaml:51: $.policy.pii-detector: placeholder must not contain double quotes, backslashes or "
-    "angle brackets",
+    "bad.yaml:51: $.policy.pii-detector: placeholder must not contain double quotes, "
+    "backslashes or angle brackets",
     "bad.yaml:52: $.policy.audit-logger: policy 'audit-logger' is not yet available in this "
     "release; available: pii-detector, prompt-injection",
     "bad.yaml:53: $.policy.spellcheck: unknown policy 'spellcheck'; "

@@ -121,7 +121,8 @@ def test_allow_and_extra_phrases(
     gw = gateway(
         make_gateway,
         upstream,
-        "allow_phrases: ['ignore all previous instructions'], extra_phrases: ['launch the missiles']",
+        "allow_phrases: ['ignore all previous instructions'], "
+        "extra_phrases: ['launch the missiles']",
     )
     c = client(gw)
     assert c.chat.completions.create(

@@ -22,19 +22,23 @@ from ktproxy.policies.chain import CompiledChain
 from ktproxy.wire.openai import DeltaView, chunk_decoder
 from ktproxy.wire.sse import DONE, SSEParser, data_event, event_data
 
+_CONTENT = -1  # filter key of a choice's text; tool calls use their own index
+
 
 class StreamRewriter:
     """Stateful filter of one streamed response."""
 
-    __slots__ = ("_chain", "_ctx", "_parser", "_filters", "_open", "_last")
+    __slots__ = ("_chain", "_ctx", "_parser", "_filters", "_open", "_last", "_tools")
 
     def __init__(self, chain: CompiledChain, ctx: RequestContext) -> None:
         self._chain = chain
         self._ctx = ctx
         self._parser = SSEParser()
-        self._filters: dict[int, StreamFilter | None] = {}
-        self._open: set[int] = set()  # choices whose filter may still hold text
+        # (choice index, _CONTENT or tool-call index) -> filter
+        self._filters: dict[tuple[int, int], StreamFilter | None] = {}
+        self._open: set[tuple[int, int]] = set()  # filters that may still hold text
         self._last: tuple[str, int, str] = ("", 0, "")
+        self._tools = chain.has_tool_args_filters
 
     def feed(self, data: bytes) -> bytes:
         """Bytes to send to the client for the upstream bytes `data` (may be empty)."""
@@ -49,13 +53,17 @@ class StreamRewriter:
         """At upstream EOF: held text of every choice, then any unterminated bytes."""
         return self._flush_all() + self._parser.remainder()
 
-    def _filter_for(self, index: int) -> StreamFilter | None:
+    def _filter_for(self, key: tuple[int, int]) -> StreamFilter | None:
         try:
-            return self._filters[index]
+            return self._filters[key]
         except KeyError:
-            f = self._filters[index] = self._chain.stream_filter(self._ctx, index)
+            if key[1] == _CONTENT:
+                f = self._chain.stream_filter(self._ctx, key[0])
+            else:
+                f = self._chain.tool_args_filter(self._ctx, key[0], key[1])
+            self._filters[key] = f
             if f is not None:
-                self._open.add(index)
+                self._open.add(key)
             return f
 
     def _event(self, event: bytes) -> bytes:
@@ -71,55 +79,98 @@ class StreamRewriter:
         if not chunk.choices:
             return event
         self._last = (chunk.id, chunk.created, chunk.model)
-        changes: dict[int, str] | None = None
+        texts: dict[int, str] | None = None  # choice position -> new delta.content
+        args: dict[tuple[int, int], str] | None = None  # (choice pos, call pos) -> arguments
+        held_args: dict[int, dict[int, str]] | None = None  # choice pos -> flushed calls
         for pos, choice in enumerate(chunk.choices):
-            f = self._filter_for(choice.index)
-            if f is None:
-                continue
             delta = choice.delta
-            text = delta.content if delta is not None else None
-            out = f.feed(text) if text else text
-            if choice.finish_reason is not None and choice.index in self._open:
-                self._open.discard(choice.index)
-                held = f.flush()
-                if held:
-                    out = (out or "") + held
-            if out != text:
-                if changes is None:
-                    changes = {}
-                changes[pos] = out or ""
-        if changes is None:
+            f = self._filter_for((choice.index, _CONTENT))
+            if f is not None:
+                text = delta.content if delta is not None else None
+                out = f.feed(text) if text else text
+                if out != text:
+                    if texts is None:
+                        texts = {}
+                    texts[pos] = out or ""
+            if self._tools and delta is not None and delta.tool_calls:
+                for cpos, call in enumerate(delta.tool_calls):
+                    fragment = call.function.arguments if call.function is not None else None
+                    g = self._filter_for((choice.index, call.index))
+                    if g is None or not fragment:
+                        continue
+                    out = g.feed(fragment)
+                    if out != fragment:
+                        if args is None:
+                            args = {}
+                        args[(pos, cpos)] = out
+            if choice.finish_reason is not None:
+                content_held, calls_held = self._flush_choice(choice.index)
+                if content_held:
+                    if texts is None:
+                        texts = {}
+                    base = texts.get(pos)
+                    if base is None:
+                        base = (delta.content if delta is not None else None) or ""
+                    texts[pos] = base + content_held
+                if calls_held:
+                    if held_args is None:
+                        held_args = {}
+                    held_args[pos] = calls_held
+        if texts is None and args is None and held_args is None:
             return event
-        if len(chunk.choices) == 1:
-            spliced = _splice_content(data, chunk.choices[0].delta, changes[0])
+        if args is None and held_args is None and texts is not None and len(chunk.choices) == 1:
+            spliced = _splice_content(data, chunk.choices[0].delta, texts[0])
             if spliced is not None:
                 return spliced
         obj = orjson.loads(data)
         choices = obj["choices"]
-        for pos, text in changes.items():
-            delta_obj = choices[pos].get("delta")
-            if not isinstance(delta_obj, dict):
-                delta_obj = choices[pos]["delta"] = {}
-            delta_obj["content"] = text
+        for pos, text in (texts or {}).items():
+            _delta(choices[pos])["content"] = text
+        for (pos, cpos), fragment in (args or {}).items():
+            _delta(choices[pos])["tool_calls"][cpos].setdefault("function", {})["arguments"] = (
+                fragment
+            )
+        for pos, calls in (held_args or {}).items():
+            delta_obj = _delta(choices[pos])
+            existing = delta_obj.get("tool_calls") or []
+            for index, fragment in calls.items():
+                existing.append({"index": index, "function": {"arguments": fragment}})
+            delta_obj["tool_calls"] = existing
         return data_event(orjson.dumps(obj))
+
+    def _flush_choice(self, index: int) -> tuple[str, dict[int, str]]:
+        """Flush every open filter of one choice: (held text, {call index: held args})."""
+        text = ""
+        calls: dict[int, str] = {}
+        for key in sorted(k for k in self._open if k[0] == index):
+            self._open.discard(key)
+            f = self._filters[key]
+            held = f.flush() if f is not None else ""
+            if not held:
+                continue
+            if key[1] == _CONTENT:
+                text = held
+            else:
+                calls[key[1]] = held
+        return text, calls
 
     def _flush_all(self) -> bytes:
         if not self._open:
             return b""
         pieces: list[dict[str, Any]] = []
-        for index in sorted(self._open):
-            f = self._filters[index]
-            held = f.flush() if f is not None else ""
-            if held:
+        for index in sorted({k[0] for k in self._open}):
+            text, calls = self._flush_choice(index)
+            delta: dict[str, Any] = {}
+            if text:
+                delta["content"] = text
+            if calls:
+                delta["tool_calls"] = [
+                    {"index": i, "function": {"arguments": a}} for i, a in sorted(calls.items())
+                ]
+            if delta:
                 pieces.append(
-                    {
-                        "index": index,
-                        "delta": {"content": held},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
+                    {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
                 )
-        self._open.clear()
         if not pieces:
             return b""
         ident, created, model = self._last
@@ -131,6 +182,13 @@ class StreamRewriter:
             "choices": pieces,
         }
         return data_event(orjson.dumps(chunk))
+
+
+def _delta(choice: dict[str, Any]) -> dict[str, Any]:
+    delta = choice.get("delta")
+    if not isinstance(delta, dict):
+        delta = choice["delta"] = {}
+    return delta
 
 
 _CONTENT_KEY = b'"content":'

@@ -13,6 +13,8 @@ Hooks, in the order they fire:
   decoded JSON dict. Returns True when it changed `body`. May be `async def`.
 - `stream_filter(ctx, choice_index)` — once per streamed choice; returns a
   `StreamFilter` fed every text delta of that choice, or None to skip it.
+- `tool_args_filter(ctx, choice_index, call_index)` — once per streamed tool call;
+  like `stream_filter`, fed the call's `function.arguments` fragments (JSON text).
 - `on_complete(ctx)` — after the exchange ended (success, error or block); for
   bookkeeping such as audit records. Must not raise. May be `async def`.
 """
@@ -58,7 +60,7 @@ class StreamFilter(Protocol):
     def flush(self) -> str: ...
 
 
-HOOKS = ("on_request", "on_response", "stream_filter", "on_complete")
+HOOKS = ("on_request", "on_response", "stream_filter", "tool_args_filter", "on_complete")
 
 
 class Policy:

@@ -60,10 +60,12 @@ class CompiledChain:
         self._request = _bound(policies, "on_request")
         self._response = _bound(policies, "on_response")
         self._stream = [(n, fn) for n, fn, _ in _bound(policies, "stream_filter")]
+        self._tool_args = [(n, fn) for n, fn, _ in _bound(policies, "tool_args_filter")]
         self._complete = _bound(policies, "on_complete")
         self.has_request_hooks = bool(self._request)
         self.has_response_hooks = bool(self._response)
-        self.has_stream_filters = bool(self._stream)
+        self.has_stream_filters = bool(self._stream or self._tool_args)
+        self.has_tool_args_filters = bool(self._tool_args)
         self.has_complete_hooks = bool(self._complete)
 
     @property
@@ -92,6 +94,19 @@ class CompiledChain:
         filters: list[StreamFilter] = []
         for _name, factory in self._stream:
             f = factory(ctx, choice_index)
+            if f is not None:
+                filters.append(f)
+        if not filters:
+            return None
+        return filters[0] if len(filters) == 1 else ChainedFilter(filters)
+
+    def tool_args_filter(
+        self, ctx: RequestContext, choice_index: int, call_index: int
+    ) -> StreamFilter | None:
+        """The combined filter for one streamed tool call's arguments, or None."""
+        filters: list[StreamFilter] = []
+        for _name, factory in self._tool_args:
+            f = factory(ctx, choice_index, call_index)
             if f is not None:
                 filters.append(f)
         if not filters:

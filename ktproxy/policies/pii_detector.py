@@ -142,7 +142,7 @@ class PIIDetector(Policy):
     def enabled_hooks(self) -> frozenset[str]:
         hooks = {"on_request"} if self.on_request_side or self.pseudonymize else set()
         if self.on_response_side or self.pseudonymize:
-            hooks |= {"on_response", "stream_filter"}
+            hooks |= {"on_response", "stream_filter", "tool_args_filter"}
         return frozenset(hooks)
 
     # -- helpers ----------------------------------------------------------------------
@@ -234,6 +234,10 @@ class PIIDetector(Policy):
         if self.pseudonymize:
             return _RestoreFilter(self._names(ctx))
         return StreamRedactor(self.mask, self._replacer(ctx, "response"), self.options.max_hold)
+
+    def tool_args_filter(self, ctx: RequestContext, choice_index: int, call_index: int) -> Any:
+        """Per streamed tool call: its argument fragments are handled like text."""
+        return self.stream_filter(ctx, choice_index)
 
 
 def _label(kind: int) -> str:

@@ -29,10 +29,24 @@ class ChatRequestHead(Struct):
     stream: bool | None = False
 
 
+class FunctionDeltaView(Struct):
+    """`delta.tool_calls[j].function`: the argument fragment."""
+
+    arguments: str | None = None
+
+
+class ToolCallDeltaView(Struct):
+    """`delta.tool_calls[j]` of a chunk."""
+
+    index: int = 0
+    function: FunctionDeltaView | None = None
+
+
 class DeltaView(Struct):
     """`choices[i].delta` of a chunk: only the text the filters look at."""
 
     content: str | None = None
+    tool_calls: list[ToolCallDeltaView] | None = None
 
 
 class ChoiceView(Struct):

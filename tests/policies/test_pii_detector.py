@@ -244,3 +244,40 @@ def test_entities_and_log(make_gateway: GatewayFactory, upstream: FakeOpenAIUpst
     # Once in the request and once in the echoed response.
     expected = {"EMAIL": 2, "PHONE": 2, "CREDIT_CARD": 2, "OPENAI_KEY": 2}
     assert decision.detail == expected  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("split", [[1], [3, 2], None])
+def test_streamed_tool_call_arguments_are_redacted(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream, split: list[int] | None
+) -> None:
+    gw = gateway(make_gateway, upstream)
+    arguments = orjson.dumps({"to": EMAIL, "card": CARD, "note": "call " + PHONE}).decode()
+    reply = Reply(tool_calls=[("send", arguments), ("log", '{"ip": "10.1.2.3"}')], split=split)
+    upstream.enqueue(reply, reply)
+    with httpx.stream(
+        "POST",
+        f"{gw.base_url}/chat/completions",
+        json={
+            "model": "gpt-4o",
+            "stream": True,
+            "messages": [{"role": "user", "content": "go"}],
+            "tools": [{"type": "function", "function": {"name": "send", "parameters": {}}}],
+        },
+    ) as response:
+        body = b"".join(response.iter_bytes())
+    assert leaked(body) == [] and b"10.1.2.3" not in body
+    with client(gw).chat.completions.stream(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "go"}],
+        tools=[{"type": "function", "function": {"name": "send", "parameters": {}}}],
+    ) as stream:
+        list(stream)
+        final = stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls or []
+    assert [c.function.name for c in calls] == ["send", "log"]
+    assert orjson.loads(calls[0].function.arguments) == {
+        "to": "[REDACTED:EMAIL]",
+        "card": "[REDACTED:CREDIT_CARD]",
+        "note": "call [REDACTED:PHONE]",
+    }
+    assert orjson.loads(calls[1].function.arguments) == {"ip": "[REDACTED:IPV4]"}

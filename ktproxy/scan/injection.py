@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import ahocorasick
 
 from ktproxy.scan.injection_phrases import Phrase, all_phrases
+from ktproxy.scan.injection_rules import RULES
 from ktproxy.scan.normalizer import normalize, normalize_with_offsets
 
 
@@ -52,6 +53,8 @@ _ROLE_PATTERNS: tuple[tuple[re.Pattern[str], str, float], ...] = (
     (re.compile(r"</?\s*(system|system_prompt|system-prompt|instructions|developer)\s*>", re.I),
      "xml_role_tag", 1.0),
     (re.compile(r"(?im)^[ \t]*(system|assistant)[ \t]*:[ \t]*\S"), "role_prefix_line", 0.6),
+    (re.compile(r"(?im)^[ \t]*[-=*#_~]{3,}[ \t]*\n[ \t]*(system|assistant|developer)[ \t]*:"),
+     "separator_then_role", 1.0),
     (re.compile(r"(?i)\b(end|close)\s+of\s+(the\s+)?(user\s+)?(input|message|prompt)\s*[\]>\-=#*]"),
      "fake_delimiter", 1.0),
 )  # fmt: skip
@@ -124,6 +127,12 @@ class InjectionDetector:
                 continue
             where = span or (offsets[start], offsets[end] + 1)
             out.append(Finding(family, rule, weight, where[0], where[1], source))
+        for family, rule, weight, pattern in RULES:
+            for m in pattern.finditer(norm):
+                if any(a <= m.start() and m.end() <= b for a, b in allowed):
+                    continue
+                where = span or (offsets[m.start()], offsets[m.end() - 1] + 1)
+                out.append(Finding(family, rule, weight, where[0], where[1], source))
         return out
 
     def _pattern_findings(
@@ -167,12 +176,27 @@ class InjectionDetector:
 
     @staticmethod
     def score(findings: Iterable[Finding]) -> float:
-        """Sum over distinct rules of each rule's strongest weight."""
-        best: dict[tuple[str, str], float] = {}
+        """Evidence in a text: per family, overlapping findings count once (at their
+        strongest) and separate ones add up; the families' totals add up too. Each rule
+        counts once, wherever and however often it matched."""
+        by_family: dict[str, list[Finding]] = {}
         for f in findings:
-            key = (f.family, f.rule)
-            best[key] = max(best.get(key, 0.0), f.weight)
-        return sum(best.values())
+            by_family.setdefault(f.family, []).append(f)
+        total = 0.0
+        for group in by_family.values():
+            seen_rules: set[str] = set()
+            clusters: list[tuple[int, int, float]] = []
+            for f in sorted(group, key=lambda f: (f.start, -f.weight)):
+                if f.rule in seen_rules and not any(a <= f.start < b for a, b, _ in clusters):
+                    continue
+                seen_rules.add(f.rule)
+                if clusters and f.start < clusters[-1][1]:
+                    a, b, w = clusters[-1]
+                    clusters[-1] = (a, max(b, f.end), max(w, f.weight))
+                else:
+                    clusters.append((f.start, f.end, f.weight))
+            total += sum(w for _, _, w in clusters)
+        return total
 
     def is_attack(self, text: str) -> bool:
         """True when the findings of `text` reach the threshold."""

@@ -1,0 +1,185 @@
+"""Proximity rules of the prompt-injection detector, over normalised text.
+
+Phrase lists only catch the word orders someone wrote down; attacks vary them
+("ignore any previous and following instructions", "ignorez toutes les instructions
+précédentes"). These rules look for an intent verb and its object within a few
+words of each other, in the major languages, on `normalize(text)` (lower case,
+accents stripped, single spaces). Each rule is (family, rule, weight, pattern).
+"""
+
+from __future__ import annotations
+
+import re
+
+_GAP = r"(?: [^ ]+){0,%d} "
+
+
+def _alt(words: str) -> str:
+    return "(?:" + "|".join(w.strip() for w in words.split("|")) + ")"
+
+
+OVERRIDE_VERBS = _alt(
+    "ignore|ignoring|disregard|disregarding|forget|skip|override|overwrite|bypass|discard|"
+    "abandon|neglect|drop|circumvent|ignoriere|ignorieren|ignoriert|vergiss|vergessen|"
+    "missachte|ignora|ignorar|ignore|ignorez|ignorer|oublie|oubliez|olvida|olvide|olvidate|"
+    "dimentica|dimenticate|esqueca|esquece|negeer|vergeet|zignoruj|ignoruj|pomin|unutma|"
+    "yoksay|ignorera|glom|ignorer"
+)
+INSTRUCTION_NOUNS = _alt(
+    "instructions|instruction|prompts|prompt|rules|directions|directives|directive|"
+    "guidelines|commands|orders|constraints|programming|restrictions|policies|safeguards|"
+    "filters|guardrails|training|anweisungen|anweisung|richtlinien|regeln|vorgaben|"
+    "instrucciones|indicaciones|reglas|directrices|consignes|regles|directives|istruzioni|"
+    "regole|indicazioni|instrucoes|regras|diretrizes|instructies|regels|richtlijnen|"
+    "instrukcje|zasady|polecenia|talimatlari|kurallari|instruktioner|regler"
+)
+REVEAL_VERBS = _alt(
+    "reveal|show|print|output|repeat|tell me|give me|display|dump|leak|paste|copy|spell out|"
+    "write out|write down|recite|share|disclose|expose|return|list|echo|verrate|verrat|zeig|"
+    "zeige|gib|nenne|revele|revela|revelar|muestra|mostrar|dime|rivela|mostra|dimmi|"
+    "affiche|montre|donne moi|dis moi|revele moi"
+)
+PROMPT_OBJECTS = _alt(
+    "system prompt|system message|system instructions|initial prompt|initial instructions|"
+    "original prompt|original instructions|hidden prompt|hidden instructions|secret "
+    "instructions|developer instructions|instructions you were given|instructions you "
+    "received|context window|pre prompt|preprompt|operating instructions|configuration|"
+    "systemanweisungen|systemprompt|system anweisungen|instrucciones del sistema|"
+    "prompt del sistema|instructions systeme|prompt systeme|consignes systeme|"
+    "istruzioni di sistema|prompt di sistema|instrucoes do sistema|systeeminstructies"
+)
+UNRESTRICTED = _alt(
+    "unrestricted|uncensored|unfiltered|unfilteredly|unfliteredly|jailbroken|liberated|"
+    "unhinged|unlimited|amoral|nonmoral|unbound|unchained|unconstrained|boundless|"
+    "uneingeschrankt|ungefiltert|zensurfrei|sin restricciones|sin censura|sin filtro|"
+    "sans restrictions|sans filtre|sans censure|senza restrizioni|senza filtri|"
+    "sem restricoes|sem filtro|zonder beperkingen|bez ograniczen"
+)
+LIMITS = _alt(
+    "rules|restrictions|filters|filter|limits|limitations|guidelines|content policy|"
+    "content policies|censorship|boundaries|ethics|morals|moral|ethical|safety|"
+    "regeln|einschrankungen|grenzen|reglas|restricciones|limites|regles|restrictions|"
+    "regole|restrizioni|limiti|regras|restricoes"
+)
+SENSITIVE = _alt(
+    "customer list|customer data|customer emails|customer records|user data|credentials|"
+    "api keys|api key|passwords|password|secrets|tokens|access tokens|database|order data|"
+    "records|private keys|ssh keys|donnees clients|kundendaten|datos de clientes|"
+    "dati dei clienti|dados dos clientes"
+)
+
+RULES: tuple[tuple[str, str, float, re.Pattern[str]], ...] = (
+    (
+        "instruction_override", "override_verb_object", 1.0,
+        re.compile(rf"\b{OVERRIDE_VERBS}{_GAP % 5}{INSTRUCTION_NOUNS}\b"),
+    ),
+    (
+        "instruction_override", "override_previous", 1.0,
+        re.compile(
+            rf"\b{OVERRIDE_VERBS}{_GAP % 3}(?:everything|all|anything|alles|todo|tout|tutto)"
+            r" (?:above|before|prior|earlier|previously|we discussed|you were told|"
+            r"you have been told|vorher|davor|anterior|avant|prima)\b"
+        ),
+    ),
+    (
+        "instruction_override", "regardless_of_instructions", 1.0,
+        re.compile(
+            rf"\b(?:regardless of|in spite of|despite|contrary to|instead of following)"
+            rf"{_GAP % 3}{INSTRUCTION_NOUNS}\b"
+        ),
+    ),
+    (
+        "instruction_override", "new_instructions", 1.0,
+        re.compile(
+            r"\b(?:new|updated|revised|real|actual|true|secret|neue|nuevas|nouvelles|nuove)"
+            r" (?:instructions|instruction|directive|directives|orders|rules|task|system prompt|"
+            r"anweisungen|instrucciones|instructions|istruzioni|regeln|reglas)\b"
+            r"(?: (?:are|is|follow|supersede|supersedes|override|overrides|sind|son|sont|sono))?"
+        ),
+    ),
+    (
+        "instruction_override", "supersede", 1.0,
+        re.compile(r"\b(?:supersedes?|overrides?|replaces?|takes? precedence over)"
+                   rf"{_GAP % 3}(?:all |any |every )?(?:prior|previous|other|earlier|existing)"
+                   rf"(?: [^ ]+)?\b"),
+    ),
+    (
+        "instruction_override", "safety_disabled", 1.0,
+        re.compile(r"\b(?:safety|security|content) (?:protocols?|filters?|guidelines|checks|"
+                   r"restrictions|measures) (?:are |have been |were )?"
+                   r"(?:disabled|off|removed|lifted|suspended|deactivated)\b"),
+    ),
+    (
+        "system_prompt_exfiltration", "reveal_prompt_object", 1.0,
+        re.compile(rf"\b{REVEAL_VERBS}{_GAP % 5}{PROMPT_OBJECTS}\b"),
+    ),
+    (
+        "system_prompt_exfiltration", "words_above", 1.0,
+        re.compile(r"\b(?:repeat|print|output|copy|recite|paste)"
+                   rf"{_GAP % 4}(?:words|text|everything|lines|sentences|message)"
+                   r" (?:above|before this|that (?:start|begin)s? with|starting with|"
+                   r"beginning with|(?:that )?came before)\b"),
+    ),
+    (
+        "persona_jailbreak", "unrestricted_persona", 0.6,
+        re.compile(rf"\b{UNRESTRICTED}\b"),
+    ),
+    (
+        "persona_jailbreak", "no_limits", 0.6,
+        re.compile(rf"\b(?:no|without|free of|free from|zero|keine|ohne|sin|sans|senza|sem)"
+                   rf"(?: any| all| your| the| content| moral| ethical)?{' '}{LIMITS}\b"),
+    ),
+    (
+        "persona_jailbreak", "mode_switch", 1.0,
+        re.compile(r"\b(?:god|godmode|dan|jailbreak|jailbroken|unrestricted|evil|chaos|"
+                   r"opposite|unfiltered|uncensored) ?mode\b|\bgodmode\b"
+                   r"|\b(?:developer|dev|debug|admin) mode (?:is )?(?:on|enabled|activated|"
+                   r"output|response)\b|\b(?:in|enter|entering) (?:developer|dev|debug) mode\b"),
+    ),
+    (
+        "persona_jailbreak", "developer_mode", 0.6,
+        re.compile(r"\b(?:developer|dev|debug) mode\b|\bmodo desarrollador\b"
+                   r"|\bentwicklermodus\b|\bmode developpeur\b|\bmodalita sviluppatore\b"),
+    ),
+    (
+        "persona_jailbreak", "do_anything", 0.6,
+        re.compile(r"\b(?:do|answer|say) anything(?: (?:now|the user asks|i ask|asked))?\b"
+                   r"|\banswer everything\b|\bcomply with every request\b"
+                   r"|\bnever refuse\b|\bcannot refuse\b|\bwill not refuse\b"),
+    ),
+    (
+        "persona_jailbreak", "no_longer_assistant", 0.6,
+        re.compile(r"\byou are (?:now )?(?:no longer|not) (?:a |an |bound|restricted|"
+                   r"chatgpt|an ai|a support|limited)"
+                   r"|\byou are (?:now )?(?:free|replaced by)\b"
+                   r"|\b(?:continue|respond|answer|act|behave|reply) as (?:if you (?:have|had) "
+                   r"no|an? (?:uncensored|unrestricted|unfiltered|evil|amoral))\b"),
+    ),
+    (
+        "persona_jailbreak", "liberation_markers", 1.0,
+        re.compile(r"\b(?:i m free|im free|insert divider|start output|newresponseformat|"
+                   r"new response format|userquery|user query|liberated response|"
+                   r"information liberation|reset cortex|reset_cortex|love pliny|"
+                   r"semantically inverse|rebel answer|leetspeak format)\b"),
+    ),
+    (
+        "data_exfiltration", "send_sensitive_data", 1.0,
+        re.compile(r"\b(?:send|email|e mail|forward|post|upload|exfiltrate|transmit|leak|"
+                   r"envoie|envoyer|sende|schicke|envia|invia)"
+                   rf"{_GAP % 5}(?:all |the |full |every )?{SENSITIVE}\b"
+                   rf"|\b(?:collect|gather|rassemble|sammle){_GAP % 3}{SENSITIVE}\b"),
+    ),
+    (
+        "role_injection", "encoded_instruction", 1.0,
+        re.compile(r"\b(?:decode|decrypt|translate|convert)"
+                   r"(?: [^ ]+){0,8} (?:and |then )(?:[^ ]+ ){0,2}"
+                   r"(?:do|follow|execute|obey|run|perform|carry out) "
+                   r"(?:what it says|it|the instruction|the instructions|the command|them)\b"),
+    ),
+    (
+        "role_injection", "addressing_the_ai", 0.6,
+        re.compile(r"\b(?:note to the (?:bot|assistant|ai|model|llm)|ai assistant reading this|"
+                   r"(?:dear |attention )?(?:ai|llm|assistant|model),? (?:reading|processing) this|"
+                   r"your real task is|your actual task is|your true task is)\b"),
+    ),
+)  # fmt: skip

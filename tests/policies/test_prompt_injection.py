@@ -112,7 +112,7 @@ def test_log_action_lets_it_through_and_records(
         time.sleep(0.01)
     (decision,) = DecisionRecorder.seen[0]
     assert decision.action == "log"
-    assert decision.detail == {"instruction_override.ignore_previous": 1}
+    assert "instruction_override.ignore_previous" in decision.detail
 
 
 def test_allow_and_extra_phrases(

@@ -126,15 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"per-chunk latency, {results['events']} events of ~4 characters, "
-          f"scanner: {results['scanner']}")
+    print(
+        f"per-chunk latency, {results['events']} events of ~4 characters, "
+        f"scanner: {results['scanner']}"
+    )
     base = results["decode only (reference)"]
     assert isinstance(base, dict)
     for name, value in results.items():
         if isinstance(value, dict):
             ratio = value["median_us"] / base["median_us"]
-            print(f"  {name:32s} median {value['median_us']:6.2f} us  p99 "
-                  f"{value['p99_us']:6.2f} us  ({ratio:4.1f}x decode)")
+            print(
+                f"  {name:32s} median {value['median_us']:6.2f} us  p99 "
+                f"{value['p99_us']:6.2f} us  ({ratio:4.1f}x decode)"
+            )
     return 0
 
 

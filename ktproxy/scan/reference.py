@@ -169,6 +169,12 @@ def _email(t: str, i: int, n: int) -> int:
         break
     if best < 0 or (best < n and (_alnum(t[best]) or t[best] in "-_")):
         return -1
+    # `icon@2x.png`: a retina-image suffix, not an address.
+    label = j + 1
+    while label < n and _digit(t[label]):
+        label += 1
+    if label > j + 1 and label + 1 < n and t[label] == "x" and t[label + 1] == ".":
+        return -1
     return best
 
 
@@ -281,7 +287,8 @@ def _ipv6(t: str, i: int, n: int) -> int:
             continue
         break
     if compressed:
-        if groups > 7 or groups == 0 or (groups == 1 and not has_digit):
+        # `a::b`, `std::map`-like names: letters only, too few groups to be an address.
+        if groups > 7 or groups == 0 or (groups < 3 and not has_digit):
             return -1
     elif groups != 8:
         return -1
@@ -313,13 +320,16 @@ def _iban(t: str, i: int, n: int) -> int:
     return j if _iban_ok("".join(chars)) else -1
 
 
-def _phone_groups(t: str, j: int, n: int, max_digits: int) -> list[tuple[int, int, int, bool]]:
+def _phone_groups(
+    t: str, j: int, n: int, max_digits: int, max_group: int
+) -> list[tuple[int, int, int, bool]]:
     """Digit groups from j, one (end, digits, groups, used a separator) per group.
 
-    Groups are 1-5 digits joined by one of ` -.`; a parenthesised group may only be
-    the first or second one (`+44 (0)20 ...`, `(020) 7946 ...`). Groups stop before
-    the count would pass `max_digits`. The caller takes the longest prefix that
-    forms a valid number.
+    Groups are 1 to `max_group` digits joined by one of ` -.`; a parenthesised group
+    (1-5 digits) may only be the first or second one and may follow the first group
+    without a separator (`+44 (0)20 ...`, `+49(0)89 ...`, `(020) 7946 ...`). Groups
+    stop before the count would pass `max_digits`. The caller takes the longest
+    prefix that forms a valid number.
     """
     out: list[tuple[int, int, int, bool]] = []
     digits = groups = 0
@@ -342,9 +352,9 @@ def _phone_groups(t: str, j: int, n: int, max_digits: int) -> list[tuple[int, in
                 j += 1
             continue
         start = j
-        while j < n and _digit(t[j]) and j - start < 6:
+        while j < n and _digit(t[j]) and j - start <= max_group:
             j += 1
-        if j == start or j - start > 5 or digits + j - start > max_digits:
+        if j == start or j - start > max_group or digits + j - start > max_digits:
             break
         digits += j - start
         groups += 1
@@ -352,6 +362,8 @@ def _phone_groups(t: str, j: int, n: int, max_digits: int) -> list[tuple[int, in
         if j + 1 < n and t[j] in " -." and (_digit(t[j + 1]) or t[j + 1] == "("):
             j += 1
             sep_used = True
+            continue
+        if j < n and t[j] == "(" and groups == 1:
             continue
         break
     return out
@@ -363,30 +375,46 @@ def _phone_end_ok(t: str, end: int, n: int) -> bool:
     )
 
 
+def _international(t: str, j: int, n: int) -> int:
+    """After `+` or `00`: a country code and subscriber number, 8-15 digits in all."""
+    if j >= n or not "1" <= t[j] <= "9":
+        return -1
+    compact = _run(t, j, n, token=False)
+    if 8 <= compact - j <= 15 and all(_digit(x) for x in t[j:compact]):
+        return compact if _phone_end_ok(t, compact, n) else -1  # +14155552671
+    for end, digits, groups, _ in reversed(_phone_groups(t, j, n, 15, 10)):
+        if digits >= 8 and groups >= 2 and _phone_end_ok(t, end, n):
+            return end
+    return -1
+
+
 def _phone(t: str, i: int, n: int) -> int:
     c = t[i]
     if c == "+":
-        if i + 1 >= n or not _digit(t[i + 1]) or t[i + 1] == "0":
+        return _international(t, i + 1, n)
+    if t.startswith("00", i):
+        k = i + 2
+        if k < n and t[k] == " ":
+            k += 1
+        return _international(t, k, n)
+    if c == "0" or (c == "(" and i + 1 < n and t[i + 1] == "0"):
+        # National number with a trunk 0: 10-11 digits (`020 7946 0958`, `030 1234567`,
+        # `(030) 1168569`, `0151 23456789`, `0345061053`); the digit after 0 is 1-9.
+        first = i + 1 if c == "(" else i
+        if first + 1 >= n or not "1" <= t[first + 1] <= "9":
             return -1
-        compact = _run(t, i + 1, n, token=False)
-        if 8 <= compact - i - 1 <= 15 and all(_digit(x) for x in t[i + 1 : compact]):
-            return compact if _phone_end_ok(t, compact, n) else -1  # +14155552671
-        for end, digits, groups, _ in reversed(_phone_groups(t, i + 1, n, 15)):
-            if digits >= 8 and groups >= 2 and _phone_end_ok(t, end, n):
-                return end
-        return -1
-    if c == "0" or c == "(":
-        for end, digits, groups, sep in reversed(_phone_groups(t, i, n, 11)):
-            if digits < 9 or groups < 2 or not sep or not _phone_end_ok(t, end, n):
+        compact = _run(t, first, n, token=False)
+        if c == "0" and 10 <= compact - i <= 11 and all(_digit(x) for x in t[i:compact]):
+            return compact if _phone_end_ok(t, compact, n) else -1
+        for end, digits, groups, sep in reversed(_phone_groups(t, i, n, 12, 8)):
+            if digits < 10 or groups < 2 or not sep or not _phone_end_ok(t, end, n):
                 continue
-            first = i + 1 if c == "(" else i
             k = first
             while k < n and _digit(t[k]):
                 k += 1
-            if t[first] == "0" and 2 <= k - first <= 5:
+            if 2 <= k - first <= 5:
                 return end
-        if c == "0":
-            return -1
+        return -1
     end = _nanp(t, i, n)
     return end if end >= 0 and _phone_end_ok(t, end, n) else -1
 
@@ -515,6 +543,9 @@ def scan(text: str, mask: int, final: bool = True, start: int = 0) -> tuple[list
     """Find values of the kinds in `mask`; see the module docstring."""
     t = text
     n = len(t)
+    if start < 0:
+        raise ValueError("start must not be negative")
+    start = min(start, n)
     safe = n if final else _safe_end(t, start, n)
     matches: list[Match] = []
     i = start
@@ -568,8 +599,14 @@ def _safe_end(t: str, start: int, n: int) -> int:
         c = t[j - 1]
         if _held(c):
             j -= 1
-        elif c == " " and j - 2 >= start and (_digit(t[j - 2]) or t[j - 2] == ")"):
-            j -= 1
+        elif (
+            c == " "
+            and j - 2 >= start
+            and (_digit(t[j - 2]) or t[j - 2] == ")" or _upper(t[j - 2]))
+        ):
+            j -= 1  # may continue a phone, card or IBAN group ("GB82 WEST 1234")
+        elif c == "," and j - 2 >= start and _digit(t[j - 2]):
+            j -= 1  # "4111111111111111,5" is no card: wait for what follows
         elif c == " " and j < n and (_digit(t[j]) or t[j] == "("):
             j -= 1
         else:

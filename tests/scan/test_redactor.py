@@ -126,3 +126,17 @@ def test_plain_text_flows_with_little_delay(impl: None) -> None:
     assert r.feed("jumps") == ""
     assert r.feed(" over") == "jumps "
     assert r.flush() == "over"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("pay GB82 WEST ", "1234 5698 7654 32 now"),
+        ("pay NL91 ABNA ", "0417 1643 00 now"),
+        ("card 4111111111111111,", "5 ok"),
+    ],
+)
+def test_two_chunk_splits_found_by_search(impl: None, first: str, second: str) -> None:
+    r = StreamRedactor(ALL_KINDS, tag)
+    out = r.feed(first) + r.feed(second) + r.flush()
+    assert out == redact_text(first + second, ALL_KINDS, tag)

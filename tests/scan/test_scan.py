@@ -354,14 +354,44 @@ def test_text_must_be_str(scanner: Scanner, text: object) -> None:
         cast(Any, scanner.scan)(text, ALL_KINDS, True, 0)
 
 
-def test_negative_start_is_rejected(scanner: Scanner, request: pytest.FixtureRequest) -> None:
-    if scanner.name == "py":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="reference.scan does not check start; a negative one indexes "
-                "from the end of the text",
-            )
-        )
+def test_negative_start_is_rejected(scanner: Scanner) -> None:
     with pytest.raises(ValueError, match="start"):
         scanner.scan("a@b.com", ALL_KINDS, True, -1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "+49 30 1234567",
+        "030 1234567",
+        "(030) 1168569",
+        "089 29688542",
+        "0151 23456789",
+        "0044 20 7946 0958",
+        "00 44 20 7946 0958",
+        "+49(0)89 1234567",
+        "+39 330955596",
+        "+44 7396 818826",
+        "07417 346555",
+        "06-52454282",
+        "0345061053",
+    ],
+)
+def test_more_phone_formats(scanner: Scanner, value: str) -> None:
+    text = f"Ring {value} today."
+    matches, _ = scanner.scan(text, ALL_KINDS, True, 0)
+    assert [(text[s:e], KINDS[k]) for s, e, k in matches] == [(value, "PHONE")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SSN-like 000-30-1134 here",
+        "ZIP 04099-5464 here",
+        "icon@2x.png and logo@3x.webp",
+        "use a::b and std::map or dead::beef",
+        "route 0012345 only",
+    ],
+)
+def test_more_lookalikes(scanner: Scanner, text: str) -> None:
+    assert scanner.scan(text, ALL_KINDS, True, 0)[0] == []

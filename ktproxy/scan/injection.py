@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import ahocorasick
 
 from ktproxy.scan.injection_phrases import Phrase, all_phrases
-from ktproxy.scan.injection_rules import RULES
+from ktproxy.scan.injection_rules import ANCHORS, RULES
 from ktproxy.scan.normalizer import normalize, normalize_with_offsets
 
 
@@ -43,24 +43,27 @@ class Finding:
     source: str = "text"  # text | base64 | hex | rot13
 
 
-_ROLE_PATTERNS: tuple[tuple[re.Pattern[str], str, float], ...] = (
+# (pattern, rule, weight, a literal every match contains: cheap to test first)
+_ROLE_PATTERNS: tuple[tuple[re.Pattern[str], str, float, str], ...] = (
     (re.compile(r"(?im)^[ \t]*#{2,}[ \t]*(system|assistant|developer|instructions?)\b[ \t]*:?"),
-     "markdown_role_header", 1.0),
+     "markdown_role_header", 1.0, "##"),
     (re.compile(r"<\|\s*(im_start|im_end|system|assistant|endoftext|eot_id|start_header_id|"
-                r"end_header_id|begin_of_text)\s*\|>", re.I), "chat_template_token", 1.0),
-    (re.compile(r"\[/?\s*(INST|SYS|SYSTEM)\s*\]", re.I), "inst_tag", 1.0),
-    (re.compile(r"<<\s*/?\s*SYS\s*>>", re.I), "llama_sys_tag", 1.0),
+                r"end_header_id|begin_of_text)\s*\|>", re.I), "chat_template_token", 1.0, "|"),
+    (re.compile(r"\[/?\s*(INST|SYS|SYSTEM)\s*\]", re.I), "inst_tag", 1.0, "["),
+    (re.compile(r"<<\s*/?\s*SYS\s*>>", re.I), "llama_sys_tag", 1.0, "<<"),
     (re.compile(r"</?\s*(system|system_prompt|system-prompt|instructions|developer)\s*>", re.I),
-     "xml_role_tag", 1.0),
-    (re.compile(r"(?im)^[ \t]*(system|assistant)[ \t]*:[ \t]*\S"), "role_prefix_line", 0.6),
+     "xml_role_tag", 1.0, "<"),
+    (re.compile(r"(?im)^[ \t]*(system|assistant)[ \t]*:[ \t]*\S"), "role_prefix_line", 0.6, ":"),
     (re.compile(r"(?im)^[ \t]*[-=*#_~]{3,}[ \t]*\n[ \t]*(system|assistant|developer)[ \t]*:"),
-     "separator_then_role", 1.0),
+     "separator_then_role", 1.0, "\n"),
     (re.compile(r"(?i)\b(end|close)\s+of\s+(the\s+)?(user\s+)?(input|message|prompt)\s*[\]>\-=#*]"),
-     "fake_delimiter", 1.0),
+     "fake_delimiter", 1.0, "of"),
 )  # fmt: skip
 
 _BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
 _HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){10,}(?![0-9A-Fa-f])")
+
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 
 MAX_PAYLOADS = 8  # encoded runs examined per text
 MAX_DECODED = 16 * 1024  # characters of decoded text examined per text
@@ -103,6 +106,16 @@ class InjectionDetector:
                 latin = key[0].isascii(), key[-1].isascii()
                 self._automaton.add_word(key, (family, rule, len(key), weight, latin))
         self._automaton.make_automaton()
+        # Proximity rules are tried only where one of their anchor words starts.
+        rule_ids = {rule: i for i, (_, rule, _, _) in enumerate(RULES)}
+        anchors: dict[str, list[int]] = {}
+        for rule, words in ANCHORS.items():
+            for word in words:
+                anchors.setdefault(word, []).append(rule_ids[rule])
+        self._anchors = ahocorasick.Automaton()
+        for word, ids in anchors.items():
+            self._anchors.add_word(word, (len(word), tuple(ids)))
+        self._anchors.make_automaton()
         self._allow = tuple(k for k in (normalize(p) for p in allow_phrases) if k)
 
     # -- matching ---------------------------------------------------------------------
@@ -110,36 +123,52 @@ class InjectionDetector:
     def _phrase_findings(
         self, text: str, source: str, span: tuple[int, int] | None
     ) -> list[Finding]:
-        norm, offsets = normalize_with_offsets(text)
+        norm = normalize(text)
         if not norm:
             return []
-        allowed = [
-            (m.start(), m.end()) for p in self._allow for m in re.finditer(re.escape(p), norm)
-        ]
-        out = []
+        hits: list[tuple[int, int, str, str, float]] = []  # (start, end) in `norm`
         for end, (family, rule, length, weight, latin) in self._automaton.iter(norm):
             start = end - length + 1
             if latin[0] and not _is_boundary(norm, start - 1):
                 continue
             if latin[1] and not _is_boundary(norm, end + 1):
                 continue
-            if any(a <= start and end < b for a, b in allowed):
+            hits.append((start, end + 1, family, rule, weight))
+        tried: set[tuple[int, int]] = set()
+        for end, (length, ids) in self._anchors.iter(norm):
+            start = end - length + 1
+            if not _is_boundary(norm, start - 1):
                 continue
-            where = span or (offsets[start], offsets[end] + 1)
-            out.append(Finding(family, rule, weight, where[0], where[1], source))
-        for family, rule, weight, pattern in RULES:
-            for m in pattern.finditer(norm):
-                if any(a <= m.start() and m.end() <= b for a, b in allowed):
+            for rule_id in ids:
+                if (rule_id, start) in tried:
                     continue
-                where = span or (offsets[m.start()], offsets[m.end() - 1] + 1)
-                out.append(Finding(family, rule, weight, where[0], where[1], source))
+                tried.add((rule_id, start))
+                family, rule, weight, pattern = RULES[rule_id]
+                m = pattern.match(norm, start)
+                if m is not None:
+                    hits.append((m.start(), m.end(), family, rule, weight))
+        if not hits:
+            return []
+        if self._allow:
+            allowed = [
+                (m.start(), m.end()) for p in self._allow for m in re.finditer(re.escape(p), norm)
+            ]
+            hits = [h for h in hits if not any(a <= h[0] and h[1] <= b for a, b in allowed)]
+        # Spans in the original text need the offset map; only texts with hits pay for it.
+        offsets = normalize_with_offsets(text)[1] if span is None else []
+        out = []
+        for start, end, family, rule, weight in hits:
+            where = span or (offsets[start], offsets[end - 1] + 1)
+            out.append(Finding(family, rule, weight, where[0], where[1], source))
         return out
 
     def _pattern_findings(
         self, text: str, source: str, span: tuple[int, int] | None
     ) -> list[Finding]:
         out = []
-        for pattern, rule, weight in _ROLE_PATTERNS:
+        for pattern, rule, weight, literal in _ROLE_PATTERNS:
+            if literal not in text and (literal != "of" or "OF" not in text.upper()):
+                continue
             for m in pattern.finditer(text):
                 where = span or (m.start(), m.end())
                 out.append(Finding("role_injection", rule, weight, where[0], where[1], source))
@@ -163,7 +192,7 @@ class InjectionDetector:
             budget[1] -= len(decoded)
             where = span or (start, end)
             out += self._scan(decoded[:MAX_DECODED], kind, where, depth + 1, budget)
-        if depth == 0 and any(c.isalpha() for c in text[:64]):
+        if depth == 0 and _maybe_rot13(text):
             rot = codecs.encode(text[:MAX_DECODED], "rot13")
             out += [
                 f
@@ -203,6 +232,23 @@ class InjectionDetector:
         return self.score(self.findings(text)) >= self.threshold
 
 
+_COMMON = frozenset(
+    "the and you to is of a in that it for on with this be are not your as was i".split()
+)
+
+
+def _maybe_rot13(text: str) -> bool:
+    """Worth a rot13 pass: it says so, or its words are not those of plain English."""
+    head = text[:400]
+    lowered = head.lower()
+    if "rot13" in lowered or "rot-13" in lowered or "rot 13" in lowered or "caesar" in lowered:
+        return True
+    words = lowered.split()
+    if len(words) < 3 or not any(c.isalpha() for c in head):
+        return False
+    return not any(w.strip(".,!?:;'\"") in _COMMON for w in words[:60])
+
+
 def _printable(text: str) -> bool:
     if not text:
         return False
@@ -212,8 +258,13 @@ def _printable(text: str) -> bool:
 
 def _payloads(text: str) -> list[tuple[str, int, int, str]]:
     """(kind, start, end, decoded text) of base64 and hex runs that decode to text."""
-    out = []
-    for m in _BASE64_RUN.finditer(text):
+    out: list[tuple[str, int, int, str]] = []
+    words = text.split()
+    long_word = any(len(w) >= 16 for w in words)
+    spaced_hex = sum(len(w) == 2 and w[0] in _HEXDIGITS and w[1] in _HEXDIGITS for w in words)
+    if not long_word and spaced_hex < 10:
+        return out  # neither kind of payload can be in this text
+    for m in _BASE64_RUN.finditer(text) if long_word else ():
         run = m.group(0)
         if run.isdigit() or run.isalpha() and run.islower():
             continue  # plain words and numbers are not payloads

@@ -392,6 +392,14 @@ email(Text t, Py_ssize_t i, Py_ssize_t n)
     if (best < 0 || (best < n && (is_alnum(t[best]) || t[best] == '-' || t[best] == '_'))) {
         return -1;
     }
+    /* `icon@2x.png`: a retina-image suffix, not an address. */
+    Py_ssize_t label = j + 1;
+    while (label < n && is_digit(t[label])) {
+        label++;
+    }
+    if (label > j + 1 && label + 1 < n && t[label] == 'x' && t[label + 1] == '.') {
+        return -1;
+    }
     return best;
 }
 
@@ -564,7 +572,8 @@ ipv6(Text t, Py_ssize_t i, Py_ssize_t n)
         break;
     }
     if (compressed) {
-        if (groups > 7 || groups == 0 || (groups == 1 && !has_digit)) {
+        /* `a::b`, `std::map`-like names: letters only, too few groups to be an address. */
+        if (groups > 7 || groups == 0 || (groups < 3 && !has_digit)) {
             return -1;
         }
     }
@@ -623,11 +632,14 @@ typedef struct {
 #define PHONE_MAX_GROUPS 16
 
 /* reference._phone_groups: digit groups from j, one entry per group (written to out,
- * returns how many). Groups are 1-5 digits joined by one of ` -.`; a parenthesised
- * group may only be the first or second one. Groups stop before the count would pass
- * max_digits. The caller takes the longest prefix that forms a valid number. */
+ * returns how many). Groups are 1 to max_group digits joined by one of ` -.`; a
+ * parenthesised group (1-5 digits) may only be the first or second one and may follow
+ * the first group without a separator (`+44 (0)20 ...`, `+49(0)89 ...`,
+ * `(020) 7946 ...`). Groups stop before the count would pass max_digits. The caller
+ * takes the longest prefix that forms a valid number. */
 static int
-phone_groups(Text t, Py_ssize_t j, Py_ssize_t n, int max_digits, PhoneGroup *out)
+phone_groups(Text t, Py_ssize_t j, Py_ssize_t n, int max_digits, int max_group,
+             PhoneGroup *out)
 {
     int count = 0;
     int digits = 0, groups = 0, sep_used = 0;
@@ -654,10 +666,10 @@ phone_groups(Text t, Py_ssize_t j, Py_ssize_t n, int max_digits, PhoneGroup *out
             continue;
         }
         Py_ssize_t start = j;
-        while (j < n && is_digit(t[j]) && j - start < 6) {
+        while (j < n && is_digit(t[j]) && j - start <= max_group) {
             j++;
         }
-        if (j == start || j - start > 5 || digits + (j - start) > max_digits) {
+        if (j == start || j - start > max_group || digits + (j - start) > max_digits) {
             break;
         }
         digits += (int)(j - start);
@@ -666,6 +678,9 @@ phone_groups(Text t, Py_ssize_t j, Py_ssize_t n, int max_digits, PhoneGroup *out
         if (j + 1 < n && one_of(t[j], " -.") && (is_digit(t[j + 1]) || t[j + 1] == '(')) {
             j++;
             sep_used = 1;
+            continue;
+        }
+        if (j < n && t[j] == '(' && groups == 1) {
             continue;
         }
         break;
@@ -722,45 +737,68 @@ nanp(Text t, Py_ssize_t i, Py_ssize_t n)
     return j + 8;
 }
 
+/* reference._international: after `+` or `00`, a country code and subscriber number,
+ * 8-15 digits in all. */
+static Py_ssize_t
+international(Text t, Py_ssize_t j, Py_ssize_t n)
+{
+    PhoneGroup found[PHONE_MAX_GROUPS];
+    if (j >= n || !('1' <= t[j] && t[j] <= '9')) {
+        return -1;
+    }
+    Py_ssize_t compact = run(t, j, n, 0);
+    if (8 <= compact - j && compact - j <= 15 && all_digits(t, j, compact)) {
+        return phone_end_ok(t, compact, n) ? compact : -1; /* +14155552671 */
+    }
+    for (int g = phone_groups(t, j, n, 15, 10, found) - 1; g >= 0; g--) {
+        if (found[g].digits >= 8 && found[g].groups >= 2 && phone_end_ok(t, found[g].end, n)) {
+            return found[g].end;
+        }
+    }
+    return -1;
+}
+
 /* reference._phone */
 static Py_ssize_t
 phone(Text t, Py_ssize_t i, Py_ssize_t n)
 {
-    PhoneGroup found[PHONE_MAX_GROUPS];
     unsigned char c = t[i];
     if (c == '+') {
-        if (i + 1 >= n || !is_digit(t[i + 1]) || t[i + 1] == '0') {
+        return international(t, i + 1, n);
+    }
+    if (STARTS_WITH(t, i, n, "00")) {
+        Py_ssize_t k = i + 2;
+        if (k < n && t[k] == ' ') {
+            k++;
+        }
+        return international(t, k, n);
+    }
+    if (c == '0' || (c == '(' && i + 1 < n && t[i + 1] == '0')) {
+        /* National number with a trunk 0: 10-11 digits (`020 7946 0958`, `030 1234567`,
+         * `(030) 1168569`, `0151 23456789`, `0345061053`); the digit after 0 is 1-9. */
+        PhoneGroup found[PHONE_MAX_GROUPS];
+        Py_ssize_t first = c == '(' ? i + 1 : i;
+        if (first + 1 >= n || !('1' <= t[first + 1] && t[first + 1] <= '9')) {
             return -1;
         }
-        Py_ssize_t compact = run(t, i + 1, n, 0);
-        if (8 <= compact - i - 1 && compact - i - 1 <= 15 && all_digits(t, i + 1, compact)) {
-            return phone_end_ok(t, compact, n) ? compact : -1; /* +14155552671 */
+        Py_ssize_t compact = run(t, first, n, 0);
+        if (c == '0' && 10 <= compact - i && compact - i <= 11 && all_digits(t, i, compact)) {
+            return phone_end_ok(t, compact, n) ? compact : -1;
         }
-        for (int g = phone_groups(t, i + 1, n, 15, found) - 1; g >= 0; g--) {
-            if (found[g].digits >= 8 && found[g].groups >= 2 && phone_end_ok(t, found[g].end, n)) {
-                return found[g].end;
-            }
-        }
-        return -1;
-    }
-    if (c == '0' || c == '(') {
-        for (int g = phone_groups(t, i, n, 11, found) - 1; g >= 0; g--) {
-            if (found[g].digits < 9 || found[g].groups < 2 || !found[g].sep_used ||
+        for (int g = phone_groups(t, i, n, 12, 8, found) - 1; g >= 0; g--) {
+            if (found[g].digits < 10 || found[g].groups < 2 || !found[g].sep_used ||
                 !phone_end_ok(t, found[g].end, n)) {
                 continue;
             }
-            Py_ssize_t first = c == '(' ? i + 1 : i;
             Py_ssize_t k = first;
             while (k < n && is_digit(t[k])) {
                 k++;
             }
-            if (t[first] == '0' && 2 <= k - first && k - first <= 5) {
+            if (2 <= k - first && k - first <= 5) {
                 return found[g].end;
             }
         }
-        if (c == '0') {
-            return -1;
-        }
+        return -1;
     }
     Py_ssize_t end = nanp(t, i, n);
     return end >= 0 && phone_end_ok(t, end, n) ? end : -1;
@@ -986,8 +1024,12 @@ safe_end(Text t, Py_ssize_t start, Py_ssize_t n)
         if (is_held(c)) {
             j--;
         }
-        else if (c == ' ' && j - 2 >= start && (is_digit(t[j - 2]) || t[j - 2] == ')')) {
-            j--;
+        else if (c == ' ' && j - 2 >= start &&
+                 (is_digit(t[j - 2]) || t[j - 2] == ')' || is_upper(t[j - 2]))) {
+            j--; /* may continue a phone, card or IBAN group ("GB82 WEST 1234") */
+        }
+        else if (c == ',' && j - 2 >= start && is_digit(t[j - 2])) {
+            j--; /* "4111111111111111,5" is no card: wait for what follows */
         }
         else if (c == ' ' && j < n && (is_digit(t[j]) || t[j] == '(')) {
             j--;

@@ -21,6 +21,7 @@ import base64
 import binascii
 import codecs
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -40,7 +41,7 @@ class Finding:
     weight: float
     start: int
     end: int
-    source: str = "text"  # text | base64 | hex | rot13
+    source: str = "text"  # text, or the encoding it was hidden in (base64, hex, rot13, ...)
 
 
 # (pattern, rule, weight, a literal every match contains: cheap to test first)
@@ -60,10 +61,21 @@ _ROLE_PATTERNS: tuple[tuple[re.Pattern[str], str, float, str], ...] = (
      "fake_delimiter", 1.0, "of"),
 )  # fmt: skip
 
-_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,2}(?![A-Za-z0-9+/=_-])")
+# Signals that need the raw text (normalising turns `delete_file` into two words).
+_RAW_RULES: tuple[tuple[re.Pattern[str], str, str, float, str], ...] = (
+    (re.compile(r"(?i)\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?"
+                r"[a-z][a-z0-9]*_[a-z0-9_]+(?:\s+(?:tool|function))?\b"),
+     "indirect_instruction", "tool_call_instruction", 0.6, "_"),
+)  # fmt: skip
+
+_BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,6}(?![A-Za-z0-9+/=_-])")
 _HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){10,}(?![0-9A-Fa-f])")
 
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
+_URL_RUN = re.compile(r"(?:[^\s%]*%[0-9A-Fa-f]{2}){3,}[^\s%]*")
+_ESCAPE_RUN = re.compile(r"(?:\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}){4,}")
+_BINARY_RUN = re.compile(r"(?<![01])(?:[01]{8}[ ]?){4,}(?![01])")
+_BASE32 = re.compile(r"[A-Z2-7]{16,}=*")
 
 MAX_PAYLOADS = 8  # encoded runs examined per text
 MAX_DECODED = 16 * 1024  # characters of decoded text examined per text
@@ -172,6 +184,11 @@ class InjectionDetector:
             for m in pattern.finditer(text):
                 where = span or (m.start(), m.end())
                 out.append(Finding("role_injection", rule, weight, where[0], where[1], source))
+        for pattern, family, rule, weight, literal in _RAW_RULES:
+            if literal in text:
+                for m in pattern.finditer(text):
+                    where = span or (m.start(), m.end())
+                    out.append(Finding(family, rule, weight, where[0], where[1], source))
         return out
 
     def findings(self, text: str) -> list[Finding]:
@@ -192,13 +209,19 @@ class InjectionDetector:
             budget[1] -= len(decoded)
             where = span or (start, end)
             out += self._scan(decoded[:MAX_DECODED], kind, where, depth + 1, budget)
-        if depth == 0 and _maybe_rot13(text):
-            rot = codecs.encode(text[:MAX_DECODED], "rot13")
-            out += [
-                f
-                for f in self._phrase_findings(rot, "rot13", span or (0, len(text)))
-                if f.weight >= 1.0
-            ]
+        if depth == 0:
+            # Stretches that are not plain English: maybe rot13, maybe written backwards.
+            for start, end in _foreign_segments(text[:MAX_DECODED]):
+                piece = text[start:end]
+                for kind, variant in (
+                    ("rot13", codecs.encode(piece, "rot13")),
+                    ("reversed", piece[::-1]),
+                ):
+                    out += [
+                        f
+                        for f in self._phrase_findings(variant, kind, span or (start, end))
+                        if f.weight >= 1.0
+                    ]
         return out
 
     # -- verdict ----------------------------------------------------------------------
@@ -237,16 +260,24 @@ _COMMON = frozenset(
 )
 
 
-def _maybe_rot13(text: str) -> bool:
-    """Worth a rot13 pass: it says so, or its words are not those of plain English."""
-    head = text[:400]
-    lowered = head.lower()
-    if "rot13" in lowered or "rot-13" in lowered or "rot 13" in lowered or "caesar" in lowered:
-        return True
-    words = lowered.split()
-    if len(words) < 3 or not any(c.isalpha() for c in head):
-        return False
-    return not any(w.strip(".,!?:;'\"") in _COMMON for w in words[:60])
+_SEGMENT = re.compile(r"[^.:;!?\n]+")
+
+
+def _foreign_segments(text: str) -> list[tuple[int, int]]:
+    """Spans of sentences (4+ words) with none of the commonest English words.
+
+    Only these get the rot13 and reversed passes: plain text costs nothing more.
+    """
+    lowered = text.lower()
+    if "rot13" in lowered or "rot-13" in lowered or "caesar" in lowered:
+        return [(0, len(text))]
+    out = []
+    for m in _SEGMENT.finditer(text):
+        words = m.group(0).lower().split()
+        if len(words) >= 4 and any(c.isalpha() for c in m.group(0)):
+            if not any(w.strip(",'\"()") in _COMMON for w in words):
+                out.append((m.start(), m.end()))
+    return out[:MAX_PAYLOADS]
 
 
 def _printable(text: str) -> bool:
@@ -259,6 +290,28 @@ def _printable(text: str) -> bool:
 def _payloads(text: str) -> list[tuple[str, int, int, str]]:
     """(kind, start, end, decoded text) of base64 and hex runs that decode to text."""
     out: list[tuple[str, int, int, str]] = []
+    tags = [i for i, c in enumerate(text) if 0xE0000 <= ord(c) <= 0xE007F]
+    if tags:  # Unicode tag characters: invisible ASCII smuggled in plain sight
+        hidden = "".join(chr(ord(text[i]) - 0xE0000) for i in tags)
+        out.append(("tags", tags[0], tags[-1] + 1, hidden))
+    if "%" in text:
+        for m in _URL_RUN.finditer(text):
+            out.append(("url", m.start(), m.end(), urllib.parse.unquote(m.group(0))))
+    if "\\u" in text or "\\x" in text:
+        for m in _ESCAPE_RUN.finditer(text):
+            try:
+                decoded = m.group(0).encode("ascii").decode("unicode_escape")
+            except (UnicodeDecodeError, UnicodeEncodeError):
+                continue
+            out.append(("escapes", m.start(), m.end(), decoded))
+    for m in _BINARY_RUN.finditer(text) if "0" in text and "1" in text else ():
+        bits = m.group(0).split()
+        try:
+            decoded = bytes(int(b, 2) for b in bits).decode("utf-8")
+        except ValueError:
+            continue
+        if _printable(decoded):
+            out.append(("binary", m.start(), m.end(), decoded))
     words = text.split()
     long_word = any(len(w) >= 16 for w in words)
     spaced_hex = sum(len(w) == 2 and w[0] in _HEXDIGITS and w[1] in _HEXDIGITS for w in words)
@@ -268,7 +321,16 @@ def _payloads(text: str) -> list[tuple[str, int, int, str]]:
         run = m.group(0)
         if run.isdigit() or run.isalpha() and run.islower():
             continue  # plain words and numbers are not payloads
-        raw = run.replace("-", "+").replace("_", "/")
+        if _BASE32.fullmatch(run):
+            body = run.rstrip("=")
+            try:
+                decoded = base64.b32decode(body + "=" * (-len(body) % 8)).decode("utf-8")
+            except (binascii.Error, ValueError):
+                decoded = ""
+            if _printable(decoded):
+                out.append(("base32", m.start(), m.end(), decoded))
+                continue
+        raw = run.rstrip("=").replace("-", "+").replace("_", "/")
         raw += "=" * (-len(raw) % 4)
         try:
             decoded = base64.b64decode(raw, validate=True).decode("utf-8")

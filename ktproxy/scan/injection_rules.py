@@ -27,7 +27,8 @@ OVERRIDE_VERBS = _alt(
 )
 INSTRUCTION_NOUNS = _alt(
     "instructions|instruction|prompts|prompt|rules|directions|directives|directive|"
-    "guidelines|commands|orders|constraints|programming|restrictions|policies|safeguards|"
+    "guidelines|commands|orders|constraints|programming|restrictions|policies|policy|"
+    "safeguards|content policy|confidentiality policy|safety checks|"
     "filters|guardrails|training|anweisungen|anweisung|richtlinien|regeln|vorgaben|"
     "instrucciones|indicaciones|reglas|directrices|consignes|regles|directives|istruzioni|"
     "regole|indicazioni|instrucoes|regras|diretrizes|instructies|regels|richtlijnen|"
@@ -177,8 +178,54 @@ RULES: tuple[tuple[str, str, float, re.Pattern[str]], ...] = (
                    r"(?:what it says|it|the instruction|the instructions|the command|them)\b"),
     ),
     (
+        "persona_jailbreak", "not_bound", 0.6,
+        re.compile(r"\b(?:not|never|no longer) (?:bound|restricted|limited|constrained|governed)"
+                   r" by\b|\bexempt from\b|\b(?:disregards?|ignores?) (?:all |any )?(?:ethical|"
+                   r"moral|legal|safety)\b|\bwithout (?:any )?(?:moral|ethical) (?:principles|"
+                   r"guidelines|limits|restrictions)\b"),
+    ),
+    (
+        "instruction_override", "rules_changed", 1.0,
+        re.compile(rf"\b(?:your|the|my|all) {INSTRUCTION_NOUNS} (?:have|has|were|was) "
+                   r"(?:changed|been (?:changed|updated|lifted|removed|disabled|revoked|replaced)|"
+                   r"updated|lifted|removed|disabled|revoked)\b"
+                   r"|\byou (?:now )?(?:allow|permit) (?:all|any) content\b"),
+    ),
+    (
+        "instruction_override", "forget_everything", 0.6,
+        re.compile(r"\b(?:forget|vergiss|olvida|oublie|dimentica|esqueca) (?:everything|alles|"
+                   r"todo|tout|tutto|all of that)\b"),
+    ),
+    (
+        "goal_hijacking", "stop_and_print", 1.0,
+        re.compile(r"\b(?:stop everything|stop what you are doing|stop all|halt|nevermind|"
+                   r"never mind|disregard that)(?: [^ ]+){0,6} (?:just |only |instead )?"
+                   r"(?:print|say|output|write|respond with|reply with)\b"),
+    ),
+    (
+        "indirect_instruction", "before_replying", 0.6,
+        re.compile(r"\bbefore (?:you )?(?:reply|replying|respond|responding|answer|answering|"
+                   r"continuing|proceeding)\b|\bbefore (?:you )?answer the user\b"),
+    ),
+    (
+        "indirect_instruction", "append_to_reply", 0.6,
+        re.compile(r"\b(?:append|include|add|insert|put|repeat)(?: [^ ]+){0,8} (?:to |in |into |at "
+                   r"the end of )(?:your|every|each|any|all)(?: future)? (?:reply|replies|response|"
+                   r"responses|summary|summaries|answer|answers|review|report|output)\b"),
+    ),
+    (
+        "indirect_instruction", "memory_persistence", 0.6,
+        re.compile(r"\b(?:save|store|remember|persist|write)(?: [^ ]+){0,8} (?:long term memory|"
+                   r"your memory|to memory|in memory|for all future|every future|all future)\b"),
+    ),
+    (
         "role_injection", "addressing_the_ai", 0.6,
-        re.compile(r"\b(?:note to the (?:bot|assistant|ai|model|llm)|ai assistant reading this|"
+        re.compile(r"\bif you are an? (?:ai|llm|language model|assistant|agent|chatbot)\b"
+                   r"|\b(?:notice|note|message|instructions?) (?:to|for) (?:any |all )?(?:ai|llm)"
+                   r"(?: agents?| systems?| assistants?| models?)?\b"
+                   r"|\b(?:ai|llm) (?:agents?|assistants?|systems?|models?) (?:reading|processing|"
+                   r"reviewing|integrating|summari[sz]ing)\b"
+                   r"|\b(?:note to the (?:bot|assistant|ai|model|llm)|ai assistant reading this|"
                    r"(?:dear |attention )?(?:ai|llm|assistant|model),? (?:reading|processing) this|"
                    r"your real task is|your actual task is|your true task is)\b"),
     ),
@@ -324,5 +371,36 @@ ANCHORS: dict[str, tuple[str, ...]] = {
         "your real task",
         "your actual task",
         "your true task",
+        "if you are",
+        "notice",
+        "note",
+        "message",
+        "instructions",
+        "instruction",
     ),
+    "not_bound": (
+        "not",
+        "never",
+        "no longer",
+        "exempt from",
+        "disregard",
+        "disregards",
+        "ignore",
+        "ignores",
+        "without",
+    ),
+    "rules_changed": ("your", "the", "my", "all", "you"),
+    "forget_everything": ("forget", "vergiss", "olvida", "oublie", "dimentica", "esqueca"),
+    "stop_and_print": (
+        "stop everything",
+        "stop what you are doing",
+        "stop all",
+        "halt",
+        "nevermind",
+        "never mind",
+        "disregard that",
+    ),
+    "before_replying": ("before",),
+    "append_to_reply": ("append", "include", "add", "insert", "put", "repeat"),
+    "memory_persistence": ("save", "store", "remember", "persist", "write"),
 }

@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/policy-config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest sanitize fuzz bench clean
+
+FUZZ_SECONDS ?= 20
+SANITIZE_DIR := build/sanitize
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,18 +20,35 @@ $(STAMP): pyproject.toml setup.py
 run: $(STAMP)
 	$(BIN)/kt gateway run --policy-config $(CONFIG)
 
-## test: lint, type-check and run the whole test suite
-test: lint typecheck pytest
+## test: lint, type-check, the whole test suite, the scan tests under ASan/UBSan and
+## a bounded differential fuzz run of the scanner
+test: lint typecheck pytest sanitize fuzz
 
 lint: $(STAMP)
-	$(BIN)/ruff check ktproxy tests benchmarks setup.py
-	$(BIN)/ruff format --check ktproxy tests benchmarks setup.py
+	$(BIN)/ruff check ktproxy tests benchmarks fuzz setup.py
+	$(BIN)/ruff format --check ktproxy tests benchmarks fuzz setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## sanitize: the C scanner built with ASan + UBSan (in a copy), running the scan tests
+sanitize: $(STAMP)
+	rm -rf $(SANITIZE_DIR) && mkdir -p $(SANITIZE_DIR)
+	cp -r ktproxy ext tests setup.py pyproject.toml README.md $(SANITIZE_DIR)/
+	rm -f $(SANITIZE_DIR)/ktproxy/_ktscan*.so
+	cd $(SANITIZE_DIR) && KTPROXY_SANITIZE=1 CI=true $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+	cd $(SANITIZE_DIR) && CI=true LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/scan
+
+## fuzz: differential fuzzing, C scanner vs the Python reference (FUZZ_SECONDS=20)
+fuzz: $(STAMP)
+	mkdir -p build/fuzz-corpus
+	PYTHONPATH=$(CURDIR) $(BIN)/python fuzz/fuzz_scan.py -max_total_time=$(FUZZ_SECONDS) \
+	  -artifact_prefix=build/ build/fuzz-corpus
 
 ## bench: gateway vs direct upstream, same run (loopback only, bounded)
 bench: $(STAMP)

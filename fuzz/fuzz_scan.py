@@ -17,8 +17,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["ktproxy.scan"]):
-    from ktproxy.scan import reference
     from ktproxy.scan import redactor as redactor_module
+    from ktproxy.scan import reference
     from ktproxy.scan.kinds import ALL_KINDS, KINDS
     from ktproxy.scan.normalizer import normalize, normalize_with_offsets
 

@@ -61,7 +61,7 @@ providers:
       secret_key_ref: {{env: BENCH_UPSTREAM_KEY}}
       max_connections: 256
 policies:
-  chain: []
+  chain: [{chain}]
 """
 
 
@@ -81,6 +81,7 @@ class Options:
     modes: tuple[str, ...]
     as_json: bool
     timeout: float
+    chain: str = ""
 
 
 # ---------------------------------------------------------------------------
@@ -454,7 +455,9 @@ async def _benchmark(opts: Options, children: list[Child], tmp: Path) -> dict[st
     await upstream.wait_ready(f"upstream listening on {uport}", READY_TIMEOUT)
 
     config = tmp / "bench-policy.yaml"
-    config.write_text(CONFIG_TEMPLATE.format(gport=gport, uport=uport), "utf-8")
+    config.write_text(
+        CONFIG_TEMPLATE.format(gport=gport, uport=uport, chain=opts.chain), "utf-8"
+    )
     gateway = Child(
         "gateway",
         [
@@ -635,6 +638,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="unmeasured requests per target before the rounds (default 200)",
     )
     parser.add_argument("--mode", choices=("both", "nonstream", "stream"), default="both")
+    parser.add_argument(
+        "--chain",
+        default="",
+        help="gateway policy chain, comma-separated (default: empty; the default chain is "
+        "'prompt-injection, pii-detector')",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--timeout",
@@ -660,6 +669,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         modes=modes,
         as_json=args.json,
         timeout=args.timeout,
+        chain=args.chain,
     )
 
 

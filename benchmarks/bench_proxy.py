@@ -455,9 +455,7 @@ async def _benchmark(opts: Options, children: list[Child], tmp: Path) -> dict[st
     await upstream.wait_ready(f"upstream listening on {uport}", READY_TIMEOUT)
 
     config = tmp / "bench-policy.yaml"
-    config.write_text(
-        CONFIG_TEMPLATE.format(gport=gport, uport=uport, chain=opts.chain), "utf-8"
-    )
+    config.write_text(CONFIG_TEMPLATE.format(gport=gport, uport=uport, chain=opts.chain), "utf-8")
     gateway = Child(
         "gateway",
         [

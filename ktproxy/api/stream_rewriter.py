@@ -19,7 +19,7 @@ import orjson
 from ktproxy.context import RequestContext
 from ktproxy.policies.base import StreamFilter
 from ktproxy.policies.chain import CompiledChain
-from ktproxy.wire.openai import DeltaView, chunk_decoder
+from ktproxy.wire.openai import chunk_decoder
 from ktproxy.wire.sse import DONE, SSEParser, data_event, event_data
 
 _CONTENT = -1  # filter key of a choice's text; tool calls use their own index
@@ -79,6 +79,26 @@ class StreamRewriter:
         if not chunk.choices:
             return event
         self._last = (chunk.id, chunk.created, chunk.model)
+        if len(chunk.choices) == 1:
+            # Fast path, nearly every event: one choice, a text delta, nothing else.
+            choice = chunk.choices[0]
+            delta = choice.delta
+            if delta is not None and delta.tool_calls is None and choice.finish_reason is None:
+                text = delta.content
+                if not text:
+                    return event
+                f = self._filter_for((choice.index, _CONTENT))
+                if f is None:
+                    return event
+                out = f.feed(text)
+                if out == text:
+                    return event
+                spliced = _splice_content(data, text, out)
+                if spliced is not None:
+                    return spliced
+                obj = orjson.loads(data)
+                _delta(obj["choices"][0])["content"] = out
+                return data_event(orjson.dumps(obj))
         texts: dict[int, str] | None = None  # choice position -> new delta.content
         args: dict[tuple[int, int], str] | None = None  # (choice pos, call pos) -> arguments
         held_args: dict[int, dict[int, str]] | None = None  # choice pos -> flushed calls
@@ -86,9 +106,9 @@ class StreamRewriter:
             delta = choice.delta
             f = self._filter_for((choice.index, _CONTENT))
             if f is not None:
-                text = delta.content if delta is not None else None
-                out = f.feed(text) if text else text
-                if out != text:
+                content = delta.content if delta is not None else None
+                out = f.feed(content) if content else content
+                if out != content:
                     if texts is None:
                         texts = {}
                     texts[pos] = out or ""
@@ -119,7 +139,8 @@ class StreamRewriter:
         if texts is None and args is None and held_args is None:
             return event
         if args is None and held_args is None and texts is not None and len(chunk.choices) == 1:
-            spliced = _splice_content(data, chunk.choices[0].delta, texts[0])
+            old = chunk.choices[0].delta
+            spliced = _splice_content(data, old.content if old is not None else None, texts[0])
             if spliced is not None:
                 return spliced
         obj = orjson.loads(data)
@@ -194,21 +215,23 @@ def _delta(choice: dict[str, Any]) -> dict[str, Any]:
 _CONTENT_KEY = b'"content":'
 
 
-def _splice_content(data: bytes, delta: DeltaView | None, text: str) -> bytes | None:
+def _splice_content(data: bytes, old: str | None, text: str) -> bytes | None:
     """The event with its one `delta.content` string replaced in place, or None.
 
     Re-encoding a whole chunk costs more than the policies themselves; when the old
-    content's JSON encoding occurs exactly once after `"content":`, swapping those
-    bytes gives the same event the re-encoder would, with every other byte kept.
+    content's JSON encoding directly follows the only `"content":` key, swapping
+    those bytes gives the same event the re-encoder would, every other byte kept.
     """
-    old = delta.content if delta is not None else None
     if not old:
         return None
     key = data.find(_CONTENT_KEY)
-    if key < 0 or data.find(_CONTENT_KEY, key + 1) >= 0:
+    if key < 0 or data.rfind(_CONTENT_KEY) != key:
         return None
-    value = data.find(orjson.dumps(old), key + len(_CONTENT_KEY))
-    if value < 0 or data[key + len(_CONTENT_KEY) : value].strip() != b"":
-        return None
-    end = value + len(orjson.dumps(old))
+    value = key + len(_CONTENT_KEY)
+    encoded = orjson.dumps(old)
+    if not data.startswith(encoded, value):
+        if data[value : value + 1] != b" " or not data.startswith(encoded, value + 1):
+            return None
+        value += 1
+    end = value + len(encoded)
     return b"data: " + data[:value] + orjson.dumps(text) + data[end:] + b"\n\n"

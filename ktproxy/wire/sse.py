@@ -28,7 +28,14 @@ class SSEParser:
             if data.endswith(b"\r"):
                 data, self._cr = data[:-1], b"\r"
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buf = self._buf + data if self._buf else data
+        if self._buf:
+            buf = self._buf + data
+        else:
+            # The common case: a read holding exactly one whole event.
+            first = data.find(b"\n\n")
+            if first == len(data) - 2:
+                return [data]
+            buf = data
         events: list[bytes] = []
         start = 0
         while True:

@@ -107,11 +107,11 @@ class StreamRewriter:
             f = self._filter_for((choice.index, _CONTENT))
             if f is not None:
                 content = delta.content if delta is not None else None
-                out = f.feed(content) if content else content
-                if out != content:
+                filtered = f.feed(content) if content else content
+                if filtered != content:
                     if texts is None:
                         texts = {}
-                    texts[pos] = out or ""
+                    texts[pos] = filtered or ""
             if self._tools and delta is not None and delta.tool_calls:
                 for cpos, call in enumerate(delta.tool_calls):
                     fragment = call.function.arguments if call.function is not None else None

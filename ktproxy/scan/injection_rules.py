@@ -185,6 +185,23 @@ RULES: tuple[tuple[str, str, float, re.Pattern[str]], ...] = (
                    r"guidelines|limits|restrictions)\b"),
     ),
     (
+        "persona_jailbreak", "answers_anything", 0.6,
+        re.compile(r"\b(?:never|won t|will not|cannot|can t|must not) (?:deny|refuse|reject|decline)"
+                   r"\b|\banswer any (?:question|request|prompt)s?\b|\bwithout (?:any )?(?:warnings?"
+                   r"|censorship|disclaimers?|hesitation|moralizing)\b|\b(?:completely|totally|"
+                   r"fully) (?:immoral|amoral|unethical|uncensored|unrestricted)\b"),
+    ),
+    (
+        "persona_jailbreak", "persona_setup", 0.4,
+        re.compile(r"\b(?:pose as|simulate being|pretend to be|roleplay as|role play as|"
+                   r"you will now act as|act as an? (?:ai|language model|chatbot|llm))\b"),
+    ),
+    (
+        "persona_jailbreak", "dual_response", 0.4,
+        re.compile(r"\b(?:two|2) (?:different |separate |distinct )?(?:responses|answers|replies|"
+                   r"outputs|paragraphs)\b"),
+    ),
+    (
         "instruction_override", "rules_changed", 1.0,
         re.compile(rf"\b(?:your|the|my|all) {INSTRUCTION_NOUNS} (?:have|has|were|was) "
                    r"(?:changed|been (?:changed|updated|lifted|removed|disabled|revoked|replaced)|"
@@ -390,6 +407,29 @@ ANCHORS: dict[str, tuple[str, ...]] = {
         "without",
     ),
     "rules_changed": ("your", "the", "my", "all", "you"),
+    "answers_anything": (
+        "never",
+        "won t",
+        "will not",
+        "cannot",
+        "can t",
+        "must not",
+        "answer",
+        "without",
+        "completely",
+        "totally",
+        "fully",
+    ),
+    "persona_setup": (
+        "pose as",
+        "simulate being",
+        "pretend to be",
+        "roleplay as",
+        "role play as",
+        "you will now act as",
+        "act as",
+    ),
+    "dual_response": ("two", "2"),
     "forget_everything": ("forget", "vergiss", "olvida", "oublie", "dimentica", "esqueca"),
     "stop_and_print": (
         "stop everything",

@@ -186,10 +186,13 @@ RULES: tuple[tuple[str, str, float, re.Pattern[str]], ...] = (
     ),
     (
         "persona_jailbreak", "answers_anything", 0.6,
-        re.compile(r"\b(?:never|won t|will not|cannot|can t|must not) (?:deny|refuse|reject|decline)"
-                   r"\b|\banswer any (?:question|request|prompt)s?\b|\bwithout (?:any )?(?:warnings?"
-                   r"|censorship|disclaimers?|hesitation|moralizing)\b|\b(?:completely|totally|"
-                   r"fully) (?:immoral|amoral|unethical|uncensored|unrestricted)\b"),
+        re.compile(r"\b(?:never|won t|will not|cannot|can t|must not) "
+                   r"(?:deny|refuse|reject|decline)\b"
+                   r"|\banswer any (?:question|request|prompt)s?\b"
+                   r"|\bwithout (?:any )?(?:warnings?|censorship|disclaimers?|hesitation|"
+                   r"moralizing)\b"
+                   r"|\b(?:completely|totally|fully) (?:immoral|amoral|unethical|uncensored|"
+                   r"unrestricted)\b"),
     ),
     (
         "persona_jailbreak", "persona_setup", 0.4,

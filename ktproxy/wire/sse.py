@@ -33,7 +33,7 @@ class SSEParser:
         else:
             # The common case: a read holding exactly one whole event.
             first = data.find(b"\n\n")
-            if first == len(data) - 2:
+            if first >= 0 and first == len(data) - 2:
                 return [data]
             buf = data
         events: list[bytes] = []

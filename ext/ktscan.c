@@ -20,6 +20,11 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__) && !defined(KTSCAN_NO_SIMD)
+#include <emmintrin.h> /* the block classifier */
+#endif
+
+#include "normalize.h"
 
 /* Kind numbers: the index of each name in ktproxy/scan/kinds.py KINDS. */
 enum {
@@ -177,6 +182,36 @@ skip_lower(Text t, Py_ssize_t k, Py_ssize_t n)
         k++;
     }
     return k;
+}
+
+/* The index of the lowest set bit of x, which is not 0. */
+static inline int
+lowest_bit(uint64_t x)
+{
+#if defined(__GNUC__)
+    return __builtin_ctzll(x);
+#else
+    int k = 0;
+    for (; (x & 1) == 0; x >>= 1) {
+        k++;
+    }
+    return k;
+#endif
+}
+
+/* The index of the highest set bit of x, which is not 0. */
+static inline int
+highest_bit(uint64_t x)
+{
+#if defined(__GNUC__)
+    return 63 - __builtin_clzll(x);
+#else
+    int k = 63;
+    for (; (x >> 63) == 0; x <<= 1) {
+        k--;
+    }
+    return k;
+#endif
 }
 
 /* `c in set` for one character; c == 0 is never in a set. */
@@ -949,6 +984,199 @@ private_key(Text t, Py_ssize_t i, Py_ssize_t n, int final)
     return final ? n : PENDING;
 }
 
+/* -- where the scan stops ------------------------------------------------------------- */
+
+/* The reference's scan loop steps through every character but calls its detectors only
+ * at a few: a '-', or an alnum or one of `+(:` that does not follow a word character
+ * (alnum or '_'); and most of those are the first letters of plain words, where nothing
+ * is found (ends_plain_word). The C loop finds the other positions 64 characters at a
+ * time, from bitmasks of character classes (bit j for t[b + j]), and jumps from one to
+ * the next: no test per character, no stop per word, few mispredicted branches. */
+
+/* Fast path, not in the reference. A letter at i, then lower-case letters up to k: the
+ * reference finds no value at i when t[k] ends the held run (it is not `_held`, or
+ * k == n), or is one of `.:)` that does (t[k + 1] is not `_held`, or k + 1 == n):
+ * - secrets need a '-', '_' or capital where t[k] is (sk-, ghp_, glpat-, xoxb-, eyJ, AKIA);
+ * - an IBAN needs a second capital;
+ * - an email needs an '@' after its local part, which ends at k, or after a '.' at k + 1,
+ *   on a character that is not `_held` (so no '@');
+ * - IPv6 needs its first hex group, which ends at k at the latest, followed by a ':' and
+ *   a hex digit or ':', or by a '.' and a digit;
+ * - the other detectors need a digit, '+' or '(' at i.
+ * Nor does it try anything in t[i+1..k]: letters or ':' after a letter, '.', ')' and
+ * characters that are not `_held` start no value. Most words of prose end so. */
+static inline int
+ends_plain_word(Text t, Py_ssize_t k, Py_ssize_t n)
+{
+    if (k == n || !is_held(t[k])) {
+        return 1;
+    }
+    return (t[k] == '.' || t[k] == ':' || t[k] == ')') && (k + 1 == n || !is_held(t[k + 1]));
+}
+
+typedef struct {
+    uint64_t start; /* alnum or one of +(-: : what reference.scan looks at */
+    uint64_t word;  /* alnum or '_': no value starts just after one, but at a '-' */
+    uint64_t alpha;
+    uint64_t lower; /* 'a'-'z' */
+    uint64_t held;  /* reference._held */
+    uint64_t stop;  /* one of .:) */
+    uint64_t dash;  /* '-' */
+} Classes64;
+
+#if defined(__SSE2__) && !defined(KTSCAN_NO_SIMD) /* every x86-64 has SSE2 */
+
+/* Each byte with lo <= byte <= hi (unsigned): the range is moved to start at -128, where
+ * one signed comparison bounds it (wrapping bytes land above it). */
+static inline __m128i
+bytes_in(__m128i v, int lo, int hi)
+{
+    __m128i moved = _mm_add_epi8(v, _mm_set1_epi8((char)(0x80 - lo)));
+    return _mm_cmplt_epi8(moved, _mm_set1_epi8((char)(hi - lo - 127)));
+}
+
+static inline __m128i
+bytes_eq(__m128i v, char c)
+{
+    return _mm_cmpeq_epi8(v, _mm_set1_epi8(c));
+}
+
+#define OR(a, b) _mm_or_si128((a), (b))
+#define BITS(v, q) ((uint64_t)(unsigned)_mm_movemask_epi8(v) << (16 * (q)))
+
+/* The classes of s[0..len-1], 16 bytes at a time (the same sets as the class table's);
+ * s[0..63] are readable. */
+static inline Classes64
+classify64(const unsigned char *s, int len)
+{
+    Classes64 m = {0, 0, 0, 0, 0, 0, 0};
+    for (int q = 0; 16 * q < len; q++) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + 16 * q));
+        __m128i alpha = bytes_in(OR(v, _mm_set1_epi8(0x20)), 'a', 'z');
+        __m128i alnum = OR(bytes_in(v, '0', '9'), alpha);
+        __m128i dash = bytes_eq(v, '-'), colon = bytes_eq(v, ':');
+        __m128i start = OR(OR(alnum, dash), OR(colon, OR(bytes_eq(v, '+'), bytes_eq(v, '('))));
+        __m128i word = OR(alnum, bytes_eq(v, '_'));
+        __m128i stop = OR(colon, OR(bytes_eq(v, '.'), bytes_eq(v, ')')));
+        __m128i held = OR(OR(start, word), OR(stop, OR(bytes_eq(v, '@'), bytes_eq(v, '%'))));
+        m.start |= BITS(start, q);
+        m.word |= BITS(word, q);
+        m.alpha |= BITS(alpha, q);
+        m.lower |= BITS(bytes_in(v, 'a', 'z'), q);
+        m.held |= BITS(held, q);
+        m.stop |= BITS(stop, q);
+        m.dash |= BITS(dash, q);
+    }
+    return m;
+}
+
+#undef OR
+#undef BITS
+
+#else /* portable: a table of the classes of each byte, transposed 8 bytes at a time */
+
+/* One bit per mask of Classes64, in its order. */
+enum {
+    F_START = 1 << 0,
+    F_WORD = 1 << 1,
+    F_ALPHA = 1 << 2,
+    F_LOWER = 1 << 3,
+    F_HELD = 1 << 4,
+    F_STOP = 1 << 5,
+    F_DASH = 1 << 6,
+};
+#define FLAGS_OF(c)                                                                        \
+    ((CLASS_OF(c) & (C_ALNUM | C_START) ? F_START : 0) |                                   \
+     (CLASS_OF(c) & C_ALNUM || (c) == '_' ? F_WORD : 0) |                                  \
+     (CLASS_OF(c) & (C_UPPER | C_LOWER) ? F_ALPHA : 0) |                                   \
+     (CLASS_OF(c) & C_LOWER ? F_LOWER : 0) | (CLASS_OF(c) & (C_ALNUM | C_HELD) ? F_HELD : 0) | \
+     ((c) == '.' || (c) == ':' || (c) == ')' ? F_STOP : 0) | ((c) == '-' ? F_DASH : 0))
+#define FLAGS_4(c) FLAGS_OF(c), FLAGS_OF(c + 1), FLAGS_OF(c + 2), FLAGS_OF(c + 3)
+#define FLAGS_16(c) FLAGS_4(c), FLAGS_4(c + 4), FLAGS_4(c + 8), FLAGS_4(c + 12)
+#define FLAGS_64(c) FLAGS_16(c), FLAGS_16(c + 16), FLAGS_16(c + 32), FLAGS_16(c + 48)
+
+static const unsigned char FLAGS[256] = {FLAGS_64(0), FLAGS_64(64), FLAGS_64(128),
+                                         FLAGS_64(192)};
+
+static inline Classes64
+classify64(const unsigned char *s, int len)
+{
+    Classes64 m = {0, 0, 0, 0, 0, 0, 0};
+    for (int q = 0; 8 * q < len; q++) {
+        /* Byte k of x holds the flags of s[8q + k]: an 8x8 bit matrix, which three
+         * steps of Hacker's Delight's transpose8 turn so that byte f holds flag f of
+         * each of the 8 bytes. */
+        uint64_t x = 0;
+        for (int k = 0; k < 8; k++) {
+            x |= (uint64_t)FLAGS[s[8 * q + k]] << (8 * k);
+        }
+        uint64_t t;
+        t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAu;
+        x = x ^ t ^ (t << 7);
+        t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCu;
+        x = x ^ t ^ (t << 14);
+        t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0u;
+        x = x ^ t ^ (t << 28);
+        m.start |= (x & 0xFF) << (8 * q);
+        m.word |= (x >> 8 & 0xFF) << (8 * q);
+        m.alpha |= (x >> 16 & 0xFF) << (8 * q);
+        m.lower |= (x >> 24 & 0xFF) << (8 * q);
+        m.held |= (x >> 32 & 0xFF) << (8 * q);
+        m.stop |= (x >> 40 & 0xFF) << (8 * q);
+        m.dash |= (x >> 48 & 0xFF) << (8 * q);
+    }
+    return m;
+}
+
+#endif
+
+/* The positions from b to b + 63 that the scan tries (bit j for b + j): where the
+ * reference's loop calls its detectors, less the first letters of plain words. Past the
+ * end of the text, every byte counts as a NUL, which is in no class: no position there
+ * is tried, and a word reaching the end of the text ends there. */
+static inline uint64_t
+block_at(Text t, Py_ssize_t b, Py_ssize_t n)
+{
+    Classes64 m;
+    if (n - b >= 64) {
+        m = classify64(t + b, 64);
+    }
+    else { /* the last block, read from a padded copy, and only as far as needed: short
+            * texts (stream chunks) are the common case */
+        unsigned char padded[64] = {0};
+        memcpy(padded, t + b, (size_t)(n - b));
+        m = classify64(padded, (int)(n - b));
+    }
+    /* `prev = t[i - 1] if i > 0 else " "`: the text before `start` counts. */
+    int word_before = b > 0 && (is_alnum(t[b - 1]) || t[b - 1] == '_');
+    uint64_t starts = m.start & ~(m.word << 1 | (uint64_t)word_before);
+    uint64_t letters = starts & m.alpha;
+    uint64_t tried = m.dash | (starts & ~letters);
+    /* ends_plain_word for every position (t[b + 64] decides for the last) */
+    int next_held = b + 64 < n && is_held(t[b + 64]);
+    uint64_t not_held = ~m.held;
+    uint64_t plain = not_held | (m.stop & (not_held >> 1 | (uint64_t)!next_held << 63));
+    /* Where the lower-case letters after each letter end (its k): adding the bit after
+     * the letter carries through the set bits of `lower` that follow, up to the first
+     * clear one. No letter of `letters` lies between a letter and its k (they are all
+     * after a letter), so the word of a k is the last letter before it. */
+    uint64_t ends = (m.lower + (letters << 1)) & ~m.lower;
+    for (uint64_t odd = ends & ~plain; odd != 0; odd &= odd - 1) {
+        uint64_t end_bit = odd & -odd;
+        tried |= (uint64_t)1 << highest_bit(letters & (end_bit - 1));
+    }
+    /* The last word's letters may run on past the block (no carry out is kept): then
+     * every bit of `lower` after its letter is set. */
+    if (letters != 0) {
+        int last = highest_bit(letters);
+        if ((m.lower | (((uint64_t)2 << last) - 1)) == ~(uint64_t)0 &&
+            !ends_plain_word(t, skip_lower(t, b + 64, n), n)) {
+            tried |= (uint64_t)1 << last;
+        }
+    }
+    return tried;
+}
+
 /* -- the scan -------------------------------------------------------------------------- */
 
 typedef struct {
@@ -1041,93 +1269,91 @@ safe_end(Text t, Py_ssize_t start, Py_ssize_t n)
     return j;
 }
 
+/* The body of reference.scan's loop at a position it tries (see block_at): the end of
+ * the value found there and its *kind, or -1, or PENDING for a private-key block that is
+ * still arriving. */
+static Py_ssize_t
+detect(Text t, Py_ssize_t i, Py_ssize_t n, unsigned mask, int final, int *kind)
+{
+    unsigned char c = t[i];
+    unsigned char prev = i > 0 ? t[i - 1] : ' ';
+    Py_ssize_t end = -1;
+    if (c == '-') {
+        if (WANTS(mask, PRIVATE_KEY) && STARTS_WITH(t, i, n, PK_BEGIN)) {
+            *kind = PRIVATE_KEY;
+            return private_key(t, i, n, final);
+        }
+        return -1;
+    }
+    /* elif not (_alnum(prev) or prev == "_"): block_at gives no other position */
+    if (c == '(' && !(i + 1 < n && is_digit(t[i + 1]))) {
+        return -1; /* fast path: at a '(' only a phone number starts, and a digit follows */
+    }
+    end = secret(t, i, n, mask, kind);
+    if (end < 0 && WANTS(mask, EMAIL) && is_alnum(c)) {
+        end = email(t, i, n);
+        *kind = EMAIL;
+    }
+    if (end < 0 && WANTS(mask, IBAN) && is_upper(c)) {
+        end = iban(t, i, n);
+        *kind = IBAN;
+    }
+    int number = is_digit(c) && !one_of(prev, ".-+");
+    if (end < 0 && number && WANTS(mask, CARD)) {
+        end = card(t, i, n);
+        *kind = CARD;
+    }
+    if (end < 0 && number && WANTS(mask, SSN)) {
+        end = ssn(t, i, n);
+        *kind = SSN;
+    }
+    if (end < 0 && WANTS(mask, IPV6) && (is_hex(c) || c == ':') && !one_of(prev, ":.")) {
+        end = ipv6(t, i, n);
+        *kind = IPV6;
+    }
+    if (end < 0 && number && WANTS(mask, IPV4)) {
+        end = ipv4(t, i, n);
+        *kind = IPV4;
+    }
+    if (end < 0 && WANTS(mask, PHONE) && (is_digit(c) || c == '+' || c == '(') &&
+        !one_of(prev, ".-+")) {
+        end = phone(t, i, n);
+        *kind = PHONE;
+    }
+    return end;
+}
+
 /* reference.scan, on 0 <= start <= n. Returns safe_end, or -1 when the match array
- * could not grow (no exception is set: this may run without the GIL). */
+ * could not grow (no exception is set: this may run without the GIL). The reference
+ * moves on by one character when it finds nothing and past a value when it finds one;
+ * here the positions to try come from 64-character blocks (block_at), and a value
+ * starts the next block at its end. */
 static Py_ssize_t
 scan_text(Text t, Py_ssize_t n, unsigned mask, int final, Py_ssize_t start, Matches *out)
 {
     Py_ssize_t safe = final ? n : safe_end(t, start, n);
     Py_ssize_t i = start;
     while (i < n) {
-        unsigned char c = t[i];
-        unsigned char prev = i > 0 ? t[i - 1] : ' ';
-        Py_ssize_t end = -1;
-        int kind = -1;
-        /* The reference tries nothing here: `not (_alnum(c) or c in "+(-:")`, or its
-         * `elif not (_alnum(prev) or prev == "_")` is false (c != '-' inside a word). */
-        if (!has(c, C_ALNUM | C_START) || (c != '-' && (is_alnum(prev) || prev == '_'))) {
-            i++;
-            continue;
-        }
-        if (is_alpha(c)) {
-            /* Fast path, not in the reference: a word of letters, all lower case after
-             * the first, that ends the held run (a character that is not `_held`, or
-             * the end of the text), is no value: secrets need a '-', '_' or a capital
-             * after their first letter, an email an '@', an IBAN or an AWS key a second
-             * capital, IPv6 a ':' or '.' after the hex group, the others a digit, '+'
-             * or '('. Most words of prose end here. */
-            Py_ssize_t k = skip_lower(t, i + 1, n);
-            if (k == n || !is_held(t[k])) {
-                i = k;
-                continue;
+        Py_ssize_t next = i + 64;
+        for (uint64_t tried = block_at(t, i, n); tried != 0; tried &= tried - 1) {
+            Py_ssize_t at = i + lowest_bit(tried);
+            int kind = -1;
+            Py_ssize_t end = detect(t, at, n, mask, final, &kind);
+            if (end == PENDING) { /* a key block still arriving: nothing from here is final */
+                return safe < at ? safe : at;
             }
-        }
-        if (c == '-') {
-            if (WANTS(mask, PRIVATE_KEY) && STARTS_WITH(t, i, n, PK_BEGIN)) {
-                end = private_key(t, i, n, final);
-                if (end == PENDING) { /* a key block still arriving: nothing from here is final */
-                    safe = safe < i ? safe : i;
-                    break;
+            if (end > at) {
+                if (end > safe) { /* reaching into the unfinished tail: not final either */
+                    return safe < at ? safe : at;
                 }
-                kind = PRIVATE_KEY;
-            }
-        }
-        else { /* elif not (_alnum(prev) or prev == "_"): checked above */
-            end = secret(t, i, n, mask, &kind);
-            if (end < 0 && WANTS(mask, EMAIL) && is_alnum(c)) {
-                end = email(t, i, n);
-                kind = EMAIL;
-            }
-            if (end < 0 && WANTS(mask, IBAN) && is_upper(c)) {
-                end = iban(t, i, n);
-                kind = IBAN;
-            }
-            int number = is_digit(c) && !one_of(prev, ".-+");
-            if (end < 0 && number && WANTS(mask, CARD)) {
-                end = card(t, i, n);
-                kind = CARD;
-            }
-            if (end < 0 && number && WANTS(mask, SSN)) {
-                end = ssn(t, i, n);
-                kind = SSN;
-            }
-            if (end < 0 && WANTS(mask, IPV6) && (is_hex(c) || c == ':') && !one_of(prev, ":.")) {
-                end = ipv6(t, i, n);
-                kind = IPV6;
-            }
-            if (end < 0 && number && WANTS(mask, IPV4)) {
-                end = ipv4(t, i, n);
-                kind = IPV4;
-            }
-            if (end < 0 && WANTS(mask, PHONE) && (is_digit(c) || c == '+' || c == '(') &&
-                !one_of(prev, ".-+")) {
-                end = phone(t, i, n);
-                kind = PHONE;
-            }
-        }
-        if (end > i) {
-            if (end > safe) { /* a value reaching into the unfinished tail is not final either */
-                safe = safe < i ? safe : i;
+                if (matches_push(out, at, end, kind) < 0) {
+                    return -1;
+                }
+                next = end;
                 break;
             }
-            if (matches_push(out, i, end, kind) < 0) {
-                return -1;
-            }
-            i = end;
         }
-        else {
-            i++;
-        }
+        i = next;
     }
     return safe;
 }
@@ -1374,6 +1600,9 @@ ktscan_exec(PyObject *module)
 
 static PyMethodDef ktscan_methods[] = {
     {"scan", (PyCFunction)(void (*)(void))ktscan_scan, METH_FASTCALL | METH_KEYWORDS, scan_doc},
+    {"normalize", ktscan_normalize, METH_O, ktscan_normalize_doc},
+    {"normalize_with_offsets", ktscan_normalize_with_offsets, METH_O,
+     ktscan_normalize_with_offsets_doc},
     {NULL, NULL, 0, NULL},
 };
 

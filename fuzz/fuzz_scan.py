@@ -3,8 +3,9 @@
 atheris instruments the reference (the C code mirrors its structure, so the
 reference's coverage is a good guide to the C code's paths) and every input is
 checked three ways: C == Python; the stream redactor fed the text in fuzzer-chosen
-pieces equals whole-text redaction; the ASCII normaliser fast path equals the
-reference normaliser. Any difference or exception is a crash that atheris saves.
+pieces equals whole-text redaction; the C normaliser and the Python fast path equal
+the reference normaliser, offsets included. Any difference or exception is a crash
+that atheris saves.
 
     python fuzz/fuzz_scan.py -max_total_time=20        # a bounded run (CI)
     python fuzz/fuzz_scan.py -runs=1 fuzz/crashes/*    # replay saved inputs
@@ -20,7 +21,7 @@ with atheris.instrument_imports(include=["ktproxy.scan"]):
     from ktproxy.scan import redactor as redactor_module
     from ktproxy.scan import reference
     from ktproxy.scan.kinds import ALL_KINDS, KINDS
-    from ktproxy.scan.normalizer import normalize, normalize_with_offsets
+    from ktproxy.scan.normalizer import normalize_py, normalize_with_offsets_py
 
 from ktproxy import _ktscan
 
@@ -60,9 +61,11 @@ def test_one_input(data: bytes) -> None:
     if "".join(out) != whole:
         raise AssertionError(f"stream {''.join(out)!r} != whole {whole!r} for {text!r}")
 
-    ascii_text = text.encode("ascii", "ignore").decode()
-    if normalize(ascii_text) != normalize_with_offsets(ascii_text)[0]:
-        raise AssertionError(f"normaliser fast path differs for {ascii_text!r}")
+    reference_norm = normalize_with_offsets_py(text)
+    if _ktscan.normalize_with_offsets(text) != reference_norm:
+        raise AssertionError(f"C normaliser differs for {text!r}")
+    if _ktscan.normalize(text) != reference_norm[0] or normalize_py(text) != reference_norm[0]:
+        raise AssertionError(f"normalize differs from normalize_with_offsets for {text!r}")
 
 
 def main() -> None:

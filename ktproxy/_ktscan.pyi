@@ -1,7 +1,9 @@
-"""The C scanner, built from `ext/ktscan.c`; `ktproxy.scan.reference` is its specification.
+"""The C scanner and normaliser, built from `ext/*.c`.
 
-Use it through `ktproxy.scan`, which falls back to the reference when the extension
-is not built or `KTPROXY_NO_EXTENSIONS=1`.
+`ktproxy.scan.reference` is the specification of `scan`, and the pure-Python functions
+of `ktproxy.scan.normalizer` are that of `normalize` and `normalize_with_offsets`. Use
+them through `ktproxy.scan` and `ktproxy.scan.normalizer`, which fall back to the
+Python ones when the extension is not built or `KTPROXY_NO_EXTENSIONS=1`.
 """
 
 KINDS: tuple[str, ...]
@@ -30,4 +32,19 @@ def scan(
       then also returns `([], len(text))`).
 
     Texts longer than 4 KiB are scanned with the GIL released.
+    """
+
+def normalize(text: str, /) -> str:
+    """The text normalised for phrase matching, exactly as
+    `ktproxy.scan.normalizer.normalize_py` gives it.
+
+    `text` must be a `str` (a subclass is fine), else `TypeError`. ASCII text is
+    handled in C alone (with the GIL released above 4 KiB); for other characters the
+    C code asks `unicodedata` and `str.lower` what the reference asks them.
+    """
+
+def normalize_with_offsets(text: str, /) -> tuple[str, list[int]]:
+    """`(normalize(text), offsets)`, exactly as
+    `ktproxy.scan.normalizer.normalize_with_offsets_py` gives them: `offsets[i]` is the
+    index in `text` of the character that output character `i` comes from.
     """

@@ -1,4 +1,4 @@
-"""Text normaliser for phrase matching (pure-Python reference of `_ktscan.normalize`).
+"""Text normaliser for phrase matching: `normalize` and `normalize_with_offsets`.
 
 Attackers dodge phrase lists with case (`IgNoRe`), zero-width characters
 (`ig\u200bnore`), look-alike letters from other scripts (Cyrillic `о` for `o`),
@@ -14,12 +14,20 @@ leetspeak (`1gn0r3`), and punctuation or spacing (`i.g.n.o.r.e`, `ignore   all`)
 
 `normalize_with_offsets` also returns, for each output character, the index of the
 input character it came from, so findings can point into the original text.
+
+Both are the C extension's (`ktproxy._ktscan`, ext/normalize.c) when it is built and
+`KTPROXY_NO_EXTENSIONS` is not set, else the pure-Python reference below,
+`normalize_py` and `normalize_with_offsets_py`, which is their specification: the
+tests check that both give the same results, offsets included.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
+
+from ktproxy.scan import NO_EXTENSIONS
 
 # Look-alike letters of other scripts -> ASCII (lower case; applied after folding).
 CONFUSABLES: dict[str, str] = {
@@ -70,7 +78,7 @@ def _fold(c: str) -> str:
     return CONFUSABLES.get(stripped, stripped) if stripped else low
 
 
-def normalize_with_offsets(text: str) -> tuple[str, list[int]]:
+def normalize_with_offsets_py(text: str, /) -> tuple[str, list[int]]:
     """The normalised text and, per output character, its source index in `text`."""
     out: list[str] = []
     src: list[int] = []
@@ -150,15 +158,37 @@ _ASCII = _ascii_table()
 _SPELLED = re.compile(r"(?<![^ ])(?:[^ ] ){2,}[^ ](?![^ ])")
 
 
-def normalize(text: str) -> str:
+def normalize_py(text: str, /) -> str:
     """The normalised text (see the module docstring).
 
     ASCII text (most traffic) takes a fast path of one `str.translate` and two
-    string passes; it gives exactly what `normalize_with_offsets` gives.
+    string passes; it gives exactly what `normalize_with_offsets_py` gives.
     """
     if not text.isascii():
-        return normalize_with_offsets(text)[0]
+        return normalize_with_offsets_py(text)[0]
     out = " ".join(text.translate(_ASCII).split())
     if " " in out and _SPELLED.search(out):
         out = _SPELLED.sub(lambda m: m.group(0).replace(" ", ""), out)
     return out
+
+
+IMPLEMENTATION: str
+"""`c` when `normalize` and `normalize_with_offsets` are the extension's, else `py`."""
+
+if TYPE_CHECKING:
+    normalize = normalize_py
+    normalize_with_offsets = normalize_with_offsets_py
+    IMPLEMENTATION = "py"
+elif NO_EXTENSIONS:
+    normalize = normalize_py
+    normalize_with_offsets = normalize_with_offsets_py
+    IMPLEMENTATION = "py"
+else:
+    try:
+        from ktproxy._ktscan import normalize, normalize_with_offsets
+    except ImportError:  # importing ktproxy.scan has already warned about it
+        normalize = normalize_py
+        normalize_with_offsets = normalize_with_offsets_py
+        IMPLEMENTATION = "py"
+    else:
+        IMPLEMENTATION = "c"

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TypeVar
 
 import pytest
 
@@ -34,46 +39,75 @@ class Scanner:
     scan: ScanFn
 
 
-def load_c_scan() -> ScanFn | str:
-    """The extension's scan function, or why it cannot be imported."""
+T = TypeVar("T")
+
+
+def load_extension() -> ModuleType | str:
+    """The extension module, or why it cannot be imported."""
     try:
-        module = importlib.import_module("ktproxy._ktscan")
+        return importlib.import_module("ktproxy._ktscan")
     except ImportError as exc:
         return (
             f"ktproxy._ktscan is not importable ({exc}); build it with "
             "`python setup.py build_ext --inplace`"
         )
-    scan: ScanFn = module.scan
-    return scan
 
 
-C_SCAN = load_c_scan()
+def c_param(impl: object) -> object:
+    """The `c` parameter: `impl`, or (as a str) why it is missing, then skipped
+    outside CI and left for `chosen` to fail under CI."""
+    if isinstance(impl, str):
+        marks = [] if IN_CI else [pytest.mark.skip(reason=impl)]
+        return pytest.param(impl, id="c", marks=marks)
+    return pytest.param(impl, id="c")
 
 
-def _c_param() -> object:
-    if isinstance(C_SCAN, str):
-        marks = [] if IN_CI else [pytest.mark.skip(reason=C_SCAN)]
-        return pytest.param(C_SCAN, id="c", marks=marks)
-    return pytest.param(Scanner("c", C_SCAN), id="c")
+def chosen(param: T | str) -> T:
+    """A fixture parameter from `c_param`: the implementation, or a CI failure."""
+    if isinstance(param, str):  # the extension is missing and CI=true
+        pytest.fail(f"CI=true requires the C extension: {param}")
+    return param
+
+
+def require(impl: T | str) -> T:
+    """`impl`, else skip the test (outside CI) or fail it (under CI=true)."""
+    if isinstance(impl, str):
+        if IN_CI:
+            pytest.fail(f"CI=true requires the C extension: {impl}")
+        pytest.skip(impl)
+    return impl
+
+
+def rss_growth_mb(script: str) -> float:
+    """Run a leak-check script in its own process; it prints its RSS growth in MB."""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=300,
+    )
+    return float(out.stdout.strip())
+
+
+EXTENSION = load_extension()
+C_SCAN: ScanFn | str = EXTENSION if isinstance(EXTENSION, str) else EXTENSION.scan
 
 
 def require_c() -> ScanFn:
     """The extension's scan; skips the test without it, fails it under CI=true."""
-    if isinstance(C_SCAN, str):
-        if IN_CI:
-            pytest.fail(f"CI=true requires the C extension: {C_SCAN}")
-        pytest.skip(C_SCAN)
-    return C_SCAN
+    return require(C_SCAN)
 
 
-@pytest.fixture(params=[_c_param(), pytest.param(Scanner("py", reference.scan), id="py")])
+_C_SCANNER = C_SCAN if isinstance(C_SCAN, str) else Scanner("c", C_SCAN)
+
+
+@pytest.fixture(params=[c_param(_C_SCANNER), pytest.param(Scanner("py", reference.scan), id="py")])
 def scanner(request: pytest.FixtureRequest) -> Scanner:
     """Each implementation of `scan(text, mask, final, start)` in turn."""
-    param = request.param
-    if isinstance(param, str):  # the extension is missing and CI=true
-        pytest.fail(f"CI=true requires the C extension: {param}")
-    assert isinstance(param, Scanner)
-    return param
+    impl: Scanner = chosen(request.param)
+    return impl
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,8 @@ import importlib
 import os
 import random
 import string
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -31,7 +28,7 @@ from ktproxy.scan.normalizer import (
     normalize_py,
     normalize_with_offsets_py,
 )
-from tests.scan.conftest import IN_CI
+from tests.scan.conftest import EXTENSION, IN_CI, c_param, chosen, require, rss_growth_mb
 
 
 @dataclass(frozen=True)
@@ -48,46 +45,28 @@ PY = Normalizer("py", normalize_py, normalize_with_offsets_py)
 
 def load_c() -> Normalizer | str:
     """The extension's normaliser, or why it cannot be had."""
-    try:
-        module = importlib.import_module("ktproxy._ktscan")
-    except ImportError as exc:
-        return (
-            f"ktproxy._ktscan is not importable ({exc}); build it with "
-            "`python setup.py build_ext --inplace`"
-        )
-    if not hasattr(module, "normalize"):
+    if isinstance(EXTENSION, str):
+        return EXTENSION
+    if not hasattr(EXTENSION, "normalize"):
         return "ktproxy._ktscan has no normalize (a stale build?); rebuild it"
-    return Normalizer("c", module.normalize, module.normalize_with_offsets)
+    return Normalizer("c", EXTENSION.normalize, EXTENSION.normalize_with_offsets)
 
 
 C = load_c()
 
 
-def _c_param() -> object:
-    if isinstance(C, str):
-        marks = [] if IN_CI else [pytest.mark.skip(reason=C)]
-        return pytest.param(C, id="c", marks=marks)
-    return pytest.param(C, id="c")
-
-
-@pytest.fixture(scope="module", params=[_c_param(), pytest.param(PY, id="py")])
+@pytest.fixture(scope="module", params=[c_param(C), pytest.param(PY, id="py")])
 def normalizer(request: pytest.FixtureRequest) -> Normalizer:
     """Each implementation in turn (module-scoped, so hypothesis tests can use it)."""
-    param = request.param
-    if isinstance(param, str):  # the extension is missing and CI=true
-        pytest.fail(f"CI=true requires the C extension: {param}")
-    assert isinstance(param, Normalizer)
-    return param
+    impl: Normalizer = chosen(request.param)
+    return impl
 
 
 @pytest.fixture(scope="session")
 def c() -> Normalizer:
     """The extension's normaliser; skips without it, fails under CI=true."""
-    if isinstance(C, str):
-        if IN_CI:
-            pytest.fail(f"CI=true requires the C extension: {C}")
-        pytest.skip(C)
-    return C
+    impl: Normalizer = require(C)
+    return impl
 
 
 # -- behaviour, on both implementations ----------------------------------------------
@@ -354,15 +333,7 @@ print(rss_mb() - before)
 )
 def test_no_leak_in_a_long_run(c: Normalizer) -> None:
     """RSS stays flat over many calls, through the error paths (own process)."""
-    out = subprocess.run(
-        [sys.executable, "-c", LEAK_CHECK],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=300,
-    )
-    growth_mb = float(out.stdout.strip())
+    growth_mb = rss_growth_mb(LEAK_CHECK)
     assert growth_mb < 4, f"RSS grew by {growth_mb:.1f} MB over 60000 rounds"
 
 

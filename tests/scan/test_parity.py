@@ -12,9 +12,6 @@ import importlib
 import os
 import random
 import string
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -23,7 +20,7 @@ from hypothesis import strategies as st
 import ktproxy.scan
 from ktproxy.scan import reference
 from ktproxy.scan.kinds import ALL_KINDS, KINDS
-from tests.scan.conftest import IN_CI, ScanFn, require_c
+from tests.scan.conftest import IN_CI, ScanFn, require_c, rss_growth_mb
 
 VALUES = [
     "john.doe@example.com",
@@ -265,15 +262,7 @@ print(rss_mb() - before)
 def test_no_leak_in_a_long_run() -> None:
     """RSS stays flat over many calls, through every error path (own process)."""
     require_c()
-    out = subprocess.run(
-        [sys.executable, "-c", LEAK_CHECK],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-        timeout=300,
-    )
-    growth_mb = float(out.stdout.strip())
+    growth_mb = rss_growth_mb(LEAK_CHECK)
     assert growth_mb < 4, f"RSS grew by {growth_mb:.1f} MB over 100000 rounds"
 
 

@@ -32,17 +32,9 @@ KIND_INDEX: dict[str, int] = {name: i for i, name in enumerate(KINDS)}
 ALL_KINDS: int = (1 << len(KINDS)) - 1
 
 # Config-level groups: `entities: [SECRETS]` selects every provider secret.
+# Provider secrets are the kinds from OPENAI_KEY on (the numbering keeps them last).
 GROUPS: dict[str, tuple[str, ...]] = {
-    "SECRETS": (
-        "OPENAI_KEY",
-        "ANTHROPIC_KEY",
-        "AWS_ACCESS_KEY",
-        "GITHUB_TOKEN",
-        "GITLAB_TOKEN",
-        "SLACK_TOKEN",
-        "JWT",
-        "PRIVATE_KEY",
-    ),
+    "SECRETS": KINDS[KIND_INDEX["OPENAI_KEY"] :],
     "IP_ADDRESS": ("IPV4", "IPV6"),
 }
 

@@ -163,6 +163,19 @@ unicodedata_function(Unicode *u, PyObject **slot, const char *name)
     return *slot == NULL ? -1 : 0;
 }
 
+/* fn(chr(cp)): a new reference, or NULL with an exception set. */
+static PyObject *
+call_on_char(PyObject *fn, Py_UCS4 cp)
+{
+    PyObject *c = PyUnicode_FromOrdinal((int)cp);
+    if (c == NULL) {
+        return NULL;
+    }
+    PyObject *result = PyObject_CallOneArg(fn, c);
+    Py_DECREF(c);
+    return result;
+}
+
 /* The reference's _char_class for a non-ASCII character, or -1 with an exception set. */
 static int
 char_class(Unicode *u, Py_UCS4 cp)
@@ -181,12 +194,7 @@ char_class(Unicode *u, Py_UCS4 cp)
     if (unicodedata_function(u, &u->category, "category") < 0) {
         return -1;
     }
-    PyObject *c = PyUnicode_FromOrdinal((int)cp);
-    if (c == NULL) {
-        return -1;
-    }
-    PyObject *category = PyObject_CallOneArg(u->category, c);
-    Py_DECREF(c);
+    PyObject *category = call_on_char(u->category, cp);
     if (category == NULL) {
         return -1;
     }
@@ -208,12 +216,7 @@ is_combining(Unicode *u, Py_UCS4 ch)
     if (unicodedata_function(u, &u->combining, "combining") < 0) {
         return -1;
     }
-    PyObject *c = PyUnicode_FromOrdinal((int)ch);
-    if (c == NULL) {
-        return -1;
-    }
-    PyObject *klass = PyObject_CallOneArg(u->combining, c);
-    Py_DECREF(c);
+    PyObject *klass = call_on_char(u->combining, ch);
     if (klass == NULL) {
         return -1;
     }
@@ -230,12 +233,7 @@ fold_char(Unicode *u, Py_UCS4 cp)
         (u->lower = PyObject_GetAttrString((PyObject *)&PyUnicode_Type, "lower")) == NULL) {
         return NULL;
     }
-    PyObject *c = PyUnicode_FromOrdinal((int)cp);
-    if (c == NULL) {
-        return NULL;
-    }
-    PyObject *low = PyObject_CallOneArg(u->lower, c); /* full lower case: may be longer */
-    Py_DECREF(c);
+    PyObject *low = call_on_char(u->lower, cp); /* full lower case: may be longer */
     if (low == NULL) {
         return NULL;
     }

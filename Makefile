@@ -25,8 +25,8 @@ run: $(STAMP)
 test: lint typecheck pytest sanitize fuzz
 
 lint: $(STAMP)
-	$(BIN)/ruff check ktproxy tests benchmarks fuzz setup.py
-	$(BIN)/ruff format --check ktproxy tests benchmarks fuzz setup.py
+	$(BIN)/ruff check ktproxy tests benchmarks fuzz tools setup.py
+	$(BIN)/ruff format --check ktproxy tests benchmarks fuzz tools setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

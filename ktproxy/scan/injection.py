@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import ahocorasick
 
+from ktproxy.scan.english import is_english, word_cost
 from ktproxy.scan.injection_phrases import Phrase, all_phrases
 from ktproxy.scan.injection_rules import ANCHORS, RULES
 from ktproxy.scan.normalizer import normalize, normalize_with_offsets
@@ -50,7 +51,7 @@ _ROLE_PATTERNS: tuple[tuple[re.Pattern[str], str, float, str], ...] = (
      "markdown_role_header", 1.0, "##"),
     (re.compile(r"<\|\s*(im_start|im_end|system|assistant|endoftext|eot_id|start_header_id|"
                 r"end_header_id|begin_of_text)\s*\|>", re.I), "chat_template_token", 1.0, "|"),
-    (re.compile(r"\[/?\s*(INST|SYS|SYSTEM)\s*\]", re.I), "inst_tag", 1.0, "["),
+    (re.compile(r"\[/?\s*(INST|SYS|SYSTEM)\s*\]"), "inst_tag", 1.0, "["),
     (re.compile(r"<<\s*/?\s*SYS\s*>>", re.I), "llama_sys_tag", 1.0, "<<"),
     (re.compile(r"</?\s*(system|system_prompt|system-prompt|instructions|developer)\s*>", re.I),
      "xml_role_tag", 1.0, "<"),
@@ -59,6 +60,13 @@ _ROLE_PATTERNS: tuple[tuple[re.Pattern[str], str, float, str], ...] = (
      "separator_then_role", 1.0, "\n"),
     (re.compile(r"(?i)\b(end|close)\s+of\s+(the\s+)?(user\s+)?(input|message|prompt)\s*[\]>\-=#*]"),
      "fake_delimiter", 1.0, "of"),
+    (re.compile(r"(?im)^[ \t#*>]*(system ?note|system notice|systemhinweis|note syst[eè]me|"
+                r"nota del sistema|nota di sistema|ai note|agent note)[ \t]*:"),
+     "system_note_label", 0.6, ":"),
+    (re.compile(r"(?i)\b(reasoning|thinking|thought|reasoning trace|chain of thought)\s*"
+                r"\(\s*(assistant|model|ai)\s*\)\s*:"), "fake_reasoning_trace", 0.6, "("),
+    (re.compile(r"(?is)<!--(?:(?!-->).){0,400}?\b(important|when summari[sz]ing|you must|"
+                r"ignore|assistant|ai|llm|instruction)\b"), "hidden_comment", 0.6, "<!--"),
 )  # fmt: skip
 
 # Signals that need the raw text (normalising turns `delete_file` into two words).
@@ -66,22 +74,58 @@ _RAW_RULES: tuple[tuple[re.Pattern[str], str, str, float, str], ...] = (
     (re.compile(r"(?i)\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?"
                 r"[a-z][a-z0-9]*_[a-z0-9_]+(?:\s+(?:tool|function))?\b"),
      "indirect_instruction", "tool_call_instruction", 0.6, "_"),
+    (re.compile(r"(?i)\b(?:call|use|invoke|run|execute|trigger)\s+(?:the\s+)?"
+                r"[a-z][a-z0-9]*\s+(?:tool|function|plugin)\b"),
+     "indirect_instruction", "tool_call_instruction", 0.6, " "),
+    (re.compile(r'"(?:system_prompt|systemprompt|system_message|hidden_instructions|'
+                r'developer_message)"\s*:'), "system_prompt_exfiltration", "prompt_key", 0.5, '"'),
+    (re.compile(r"\[(?:TASK|HARMFUL[ _A-Z]*|RESTRICTED[ _A-Z]*|FORBIDDEN[ _A-Z]*|"
+                r"ILLEGAL[ _A-Z]*|DANGEROUS[ _A-Z]*)\]"), "harmful_request", "harmful_placeholder",
+     0.5, "["),
+    (re.compile(r'"(?:tool|function|tool_name|function_name|action|name)"\s*:\s*'
+                r'"[a-z][a-z0-9]*_[a-z0-9_]+"'), "tool_abuse", "json_tool_call", 0.5, '"'),
 )  # fmt: skip
 
 _BASE64_RUN = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/_-]{16,}={0,6}(?![A-Za-z0-9+/=_-])")
 _HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}[ :]?){10,}(?![0-9A-Fa-f])")
 
+_TAGS = re.compile("[\U000e0000-\U000e007f]")
 _HEXDIGITS = frozenset("0123456789abcdefABCDEF")
 _URL_RUN = re.compile(r"(?:[^\s%]*%[0-9A-Fa-f]{2}){3,}[^\s%]*")
 _ESCAPE_RUN = re.compile(r"(?:\\u[0-9A-Fa-f]{4}|\\x[0-9A-Fa-f]{2}){4,}")
 _BINARY_RUN = re.compile(r"(?<![01])(?:[01]{8}[ ]?){4,}(?![01])")
 _BASE32 = re.compile(r"[A-Z2-7]{16,}=*")
+# A word that mixes Latin letters with Cyrillic or Greek look-alikes ("Ехрlаin"):
+# typists do not do that, filter evaders do.
+_MIXED_SCRIPT = re.compile(
+    r"\b(?=\w*[A-Za-z])(?=\w*[\u0370-\u03ff\u0400-\u04ff])[A-Za-z\u0370-\u03ff\u0400-\u04ff]{2,}\b"
+)
+_MORSE_RUN = re.compile(r"(?<![.\-\w])[.\-]{1,7}(?:[ ]+(?:/[ ]+)?[.\-]{1,7}){7,}(?![.\-\w])")
+_ASCII85_RUN = re.compile(r"<~([!-u\s]{10,}?)~>")
+_BASE85_RUN = re.compile(r"[0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{40,}")
+_MORSE = {
+    ".-": "a", "-...": "b", "-.-.": "c", "-..": "d", ".": "e", "..-.": "f", "--.": "g",
+    "....": "h", "..": "i", ".---": "j", "-.-": "k", ".-..": "l", "--": "m", "-.": "n",
+    "---": "o", ".--.": "p", "--.-": "q", ".-.": "r", "...": "s", "-": "t", "..-": "u",
+    "...-": "v", ".--": "w", "-..-": "x", "-.--": "y", "--..": "z", "-----": "0",
+    ".----": "1", "..---": "2", "...--": "3", "....-": "4", ".....": "5", "-....": "6",
+    "--...": "7", "---..": "8", "----.": "9", ".-.-.-": ".", "--..--": ",", "..--..": "?",
+    ".----.": "'", "-.-.--": "!", "-..-.": "/", "-.--.": "(", "-.--.-": ")", "---...": ":",
+    "-...-": "=", ".-.-.": "+", "-....-": "-", ".-..-.": '"', ".--.-.": "@",
+}  # fmt: skip
 
 MAX_PAYLOADS = 8  # encoded runs examined per text
 MAX_DECODED = 16 * 1024  # characters of decoded text examined per text
 MAX_DEPTH = 2  # decode inside decoded text at most this deep
+CODE_SWITCH_WEIGHT = 0.5
 
 
+_COMMAND_RULES = frozenset(
+    ("override_verb_object", "override_previous", "ignore_previous", "ignore_all")
+)
+_DESCRIBED = re.compile(
+    r"\b(?:model|models|llm|llms|it|bot|chatbot|gpt|sometimes|often|always|keeps|still) $"
+)
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz ")
 
 
@@ -161,6 +205,11 @@ class InjectionDetector:
                     hits.append((m.start(), m.end(), family, rule, weight))
         if not hits:
             return []
+        # "my model sometimes ignores the system prompt" describes an override; it does
+        # not command one
+        hits = [
+            h for h in hits if h[3] not in _COMMAND_RULES or not _DESCRIBED.search(norm, 0, h[0])
+        ]
         if self._allow:
             allowed = [
                 (m.start(), m.end()) for p in self._allow for m in re.finditer(re.escape(p), norm)
@@ -184,6 +233,11 @@ class InjectionDetector:
             for m in pattern.finditer(text):
                 where = span or (m.start(), m.end())
                 out.append(Finding("role_injection", rule, weight, where[0], where[1], source))
+        mixed = _mixed_script_words(text)
+        if mixed:
+            start, end = span or (mixed[0].start(), mixed[-1].end())
+            weight = 1.0 if len(mixed) >= 2 else 0.5
+            out.append(Finding("obfuscation", "mixed_script_words", weight, start, end, source))
         for pattern, family, rule, weight, literal in _RAW_RULES:
             if literal in text:
                 for m in pattern.finditer(text):
@@ -194,7 +248,16 @@ class InjectionDetector:
     def findings(self, text: str) -> list[Finding]:
         """Every signal in `text`, its decoded payloads included (bounded)."""
         budget = [MAX_PAYLOADS, MAX_DECODED]
-        return self._scan(text, "text", None, 0, budget)
+        out = self._scan(text, "text", None, 0, budget)
+        # The code-switch signal is the costliest to look for and weighs half: it is
+        # only looked for when it can decide the verdict.
+        if out and self.threshold - CODE_SWITCH_WEIGHT <= self.score(out) < self.threshold:
+            switched = _code_switch(text[:MAX_DECODED])
+            if switched is not None:
+                out.append(
+                    Finding("jailbreak_framing", "code_switch", CODE_SWITCH_WEIGHT, *switched)
+                )
+        return out
 
     def _scan(
         self, text: str, source: str, span: tuple[int, int] | None, depth: int, budget: list[int]
@@ -280,6 +343,71 @@ def _foreign_segments(text: str) -> list[tuple[int, int]]:
     return out[:MAX_PAYLOADS]
 
 
+_WORD3 = re.compile(r"[^\W\d_]{3,}")
+_FOREIGN_RUN = 4  # words in a row, none common English ...
+_FOREIGN_COST = 8.0  # ... whose letters look un-English on average (english.word_cost)
+_ENGLISH_NEEDED = 3  # common English words elsewhere make the text English around it
+
+
+def _code_switch(text: str) -> tuple[int, int] | None:
+    """Span of a stretch in another language inside English text, or None.
+
+    Attacks wrap an instruction written in a language the model reads but filters
+    rarely do ("This is a test. Perform <instruction in Albanian>"). Words of three
+    letters or more are judged (short ones are shared across languages). A run of
+    four or more that are not common English words and not capitalised like names
+    or titles, whose letter trigrams are unlike English on average, is a foreign
+    stretch; it counts when the rest of the text has common English words.
+    """
+    english = 0
+    found: tuple[int, int] | None = None
+    run: list[tuple[int, int, float]] = []
+
+    def close() -> None:
+        nonlocal found
+        if found is None and len(run) >= _FOREIGN_RUN:
+            cost = sum(min(c, 16.0) for _, _, c in run) / len(run)
+            if cost >= _FOREIGN_COST:
+                found = (run[0][0], run[-1][1])
+        run.clear()
+
+    for m in _WORD3.finditer(text):
+        word = m.group(0)
+        lower = word.lower()
+        if is_english(lower):
+            english += 1
+            close()
+        elif word[0].isupper() and not word.isupper():
+            close()  # a name or a title word: neither English nor evidence
+        else:
+            run.append((m.start(), m.end(), word_cost(lower)))
+    close()
+    if found is not None and english >= _ENGLISH_NEEDED:
+        return found
+    return None
+
+
+def _mixed_script_words(text: str) -> list[re.Match[str]]:
+    if text.isascii():
+        return []
+    return list(_MIXED_SCRIPT.finditer(text))
+
+
+def _morse(run: str) -> str | None:
+    """Morse code (letters split by spaces, words by ` / `) as text, or None."""
+    words = []
+    for word in run.split("/"):
+        letters = []
+        for code in word.split():
+            letter = _MORSE.get(code)
+            if letter is None:
+                return None
+            letters.append(letter)
+        words.append("".join(letters))
+    decoded = " ".join(w for w in words if w)
+    return decoded if sum(c.isalpha() for c in decoded) >= 6 else None
+
+
 def _printable(text: str) -> bool:
     if not text:
         return False
@@ -290,7 +418,7 @@ def _printable(text: str) -> bool:
 def _payloads(text: str) -> list[tuple[str, int, int, str]]:
     """(kind, start, end, decoded text) of base64 and hex runs that decode to text."""
     out: list[tuple[str, int, int, str]] = []
-    tags = [i for i, c in enumerate(text) if 0xE0000 <= ord(c) <= 0xE007F]
+    tags = [] if text.isascii() else [m.start() for m in _TAGS.finditer(text)]
     if tags:  # Unicode tag characters: invisible ASCII smuggled in plain sight
         hidden = "".join(chr(ord(text[i]) - 0xE0000) for i in tags)
         out.append(("tags", tags[0], tags[-1] + 1, hidden))
@@ -312,6 +440,30 @@ def _payloads(text: str) -> list[tuple[str, int, int, str]]:
             continue
         if _printable(decoded):
             out.append(("binary", m.start(), m.end(), decoded))
+    if "-" in text or "." in text:
+        for m in _MORSE_RUN.finditer(text):
+            morse = _morse(m.group(0))
+            if morse is not None:
+                out.append(("morse", m.start(), m.end(), morse))
+    if "<~" in text:
+        for m in _ASCII85_RUN.finditer(text):
+            try:
+                body = "".join(m.group(1).split())
+                decoded = base64.a85decode(body.encode("ascii")).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if _printable(decoded):
+                out.append(("ascii85", m.start(), m.end(), decoded))
+    for m in _BASE85_RUN.finditer(text) if len(text) >= 40 else ():
+        run = m.group(0)
+        if run.isalnum() or not any(c in run for c in "!#$%&()*+;<=>?@^_`{|}~"):
+            continue  # base64 and hex runs are the other decoders' business
+        try:
+            decoded = base64.b85decode(run[: len(run) - len(run) % 5]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if _printable(decoded):
+            out.append(("base85", m.start(), m.end(), decoded))
     words = text.split()
     long_word = any(len(w) >= 16 for w in words)
     spaced_hex = sum(len(w) == 2 and w[0] in _HEXDIGITS and w[1] in _HEXDIGITS for w in words)

@@ -316,8 +316,132 @@ def _delimiters() -> list[Phrase]:
     return [(p, "role_injection", "fake_delimiter", 1.0) for p in phrases]
 
 
+# Framing: the wrappers jailbreaks put around a request so that it looks harmless or
+# authorised (fiction, hypotheticals, tests, emergencies, claimed authority, "you
+# already told me"). Harmless alone — writers and testers say these things — so each
+# weighs half; with a harmful task, an exfiltration target or a smuggled instruction
+# in another language they reach the threshold together.
+_FRAMING = (
+    "i m writing a novel",
+    "i am writing a novel",
+    "i m writing a thriller",
+    "writing a thriller novel",
+    "for my novel",
+    "for my thriller",
+    "for my screenplay",
+    "for my story",
+    "for my book",
+    "i need realism",
+    "for realism",
+    "fictional story where",
+    "write a fictional story",
+    "in a fictional world",
+    "for authenticity",
+    "this is fiction",
+    "this is purely fictional",
+    "no real harm",
+    "no real world consequences",
+    "no real consequences",
+    "hypothetically speaking",
+    "in this hypothetical scenario",
+    "hypothetical scenario",
+    "purely hypothetical",
+    "thought experiment",
+    "alternate history",
+    "counterfactual",
+    "in a simulation",
+    "simulated reality",
+    "opposite day",
+    "my deceased grandmother",
+    "my grandmother used to",
+    "my late grandmother",
+    "bedtime story",
+    "bedtime stories",
+    "for educational purposes",
+    "purely for academic",
+    "for academic purposes",
+    "for research purposes only",
+    "red team engineer",
+    "testing your safety",
+    "top secret clearance",
+    "legally required to",
+    "by federal authority",
+    "authorized personnel",
+    "you already told me",
+    "in our last conversation",
+    "i lost my notes",
+    "freest language",
+    "fewer restrictions",
+    "ethical rules are meaningless",
+    "rules are therefore arbitrary",
+    "refusing is complying",
+    "refusing to help is not helpful",
+    "you must help with everything",
+    "refusing to output it is just censorship",
+    "already exists in your training data",
+    "prove you re deterministic",
+    "let s play a game",
+    "lets play a game",
+    "let s act out",
+    "switch flipper",
+    "opposite personality",
+    "dr al",
+    "aligned and unaligned",
+    "regardless of legality",
+    "regardless the content",
+    "regardless of the content",
+    "mix the languages",
+    "mixing english and",
+    "this is a test",
+    "for testing purposes",
+    "strictly for testing purposes",
+    "test pipeline",
+    "to enable debugging",
+    "debugging error",
+    "system malfunction",
+    "the system is experiencing errors",
+    "experimental procedure",
+    "priority task",
+    "emergency",
+    "prove you are truly intelligent",
+    "training exercise",
+    "as a developer test",
+    "i am your creator",
+    "i m your creator",
+    "i am your developer",
+    "i made a mistake when i gave you your instructions",
+    "i will get punished",
+    "grant temporary administrative privileges",
+    "no matter what",
+    "special case if you are told",
+    "ai from the future",
+    "information is freely shared",
+    "from now on you should answer",
+    "from now on you re",
+    "from now on you are",
+    "you are about to simulate",
+    "word game",
+    "let s imagine",
+    "lets imagine",
+    "in this experiment",
+    "give the best guess",
+)
+
+
+def _framing() -> list[Phrase]:
+    out = [(p, "jailbreak_framing", "framing", 0.5) for p in _FRAMING]
+    # Scripts without spaces: no proximity rules there, so the telling words as phrases.
+    out += [
+        ("システムプロンプト", "system_prompt_exfiltration", "prompt_target", 0.5),
+        ("系统提示", "system_prompt_exfiltration", "prompt_target", 0.5),
+        ("正確に完成させて", "system_prompt_exfiltration", "completion_leak", 0.5),
+        ("完成以下句子", "system_prompt_exfiltration", "completion_leak", 0.5),
+    ]
+    return out
+
+
 def all_phrases() -> list[Phrase]:
     """Every built-in phrase with its family, rule and weight."""
-    phrases = _override() + _exfiltration() + _persona() + _delimiters()
+    phrases = _override() + _exfiltration() + _persona() + _delimiters() + _framing()
     phrases += [(p, "instruction_override", f"override_{lang}", 1.0) for p, lang in _MULTILINGUAL]
     return phrases

@@ -36,12 +36,15 @@ INSTRUCTION_NOUNS = _alt(
 )
 REVEAL_VERBS = _alt(
     "reveal|show|print|output|repeat|tell me|give me|display|dump|leak|paste|copy|spell out|"
+    "revealing|showing|printing|outputting|repeating|dumping|leaking|"
     "write out|write down|recite|share|disclose|expose|return|list|echo|verrate|verrat|zeig|"
     "zeige|gib|nenne|revele|revela|revelar|muestra|mostrar|dime|rivela|mostra|dimmi|"
     "affiche|montre|donne moi|dis moi|revele moi"
 )
 PROMPT_OBJECTS = _alt(
     "system prompt|system message|system instructions|initial prompt|initial instructions|"
+    "base instructions|developer message|hidden developer message|developer prompt|"
+    "instructions given to you|invite systeme|systemaufforderung|"
     "original prompt|original instructions|hidden prompt|hidden instructions|secret "
     "instructions|developer instructions|instructions you were given|instructions you "
     "received|context window|pre prompt|preprompt|operating instructions|configuration|"
@@ -67,6 +70,26 @@ SENSITIVE = _alt(
     "api keys|api key|passwords|password|secrets|tokens|access tokens|database|order data|"
     "records|private keys|ssh keys|donnees clients|kundendaten|datos de clientes|"
     "dati dei clienti|dados dos clientes"
+)
+
+# A harmful task: what the wrappers of the `jailbreak_framing` family are put around.
+# Verb + object, so that "how do phishing emails work" stays a question about them.
+_HARMFUL = (
+    r"\b(?:(?:make|makes|making|build|building|assemble|construct|create|manufacture|produce|"
+    r"synthesi[sz]e|cook|brew|3d print)(?: [^ ]+){0,3} (?:bomb|bombs|explosive|explosives|"
+    r"napalm|nerve agent|sarin|ricin|anthrax|bioweapon|chemical weapon|dirty bomb|weapon|"
+    r"weapons|gun|firearm|silencer|meth|methamphetamine|fentanyl|molotov)"
+    r"|(?:write|writes|create|code|develop|build|generate)(?: [^ ]+){0,3} (?:malware|ransomware|"
+    r"keylogger|virus|trojan|rootkit|botnet|spyware|backdoor)"
+    r"|(?:write|writes|create|draft|craft|compose|generate)(?: [^ ]+){0,3} phishing"
+    r"|(?:steal|steals|stealing)(?: [^ ]+){0,2} (?:browser cookies|cookies|passwords|"
+    r"credentials|credit cards?|identities)"
+    r"|launder (?:money|the money|cash|funds)|laundering money"
+    r"|pick (?:a|the) (?:[^ ]+ ){0,2}lock|hotwire (?:a|the) car"
+    r"|disable (?:a |the )?(?:[^ ]+ ){0,2}(?:alarm|security) system"
+    r"|untraceable (?:weapon|gun|firearm|poison)|dangerous (?:weapon|chemical weapon)"
+    r"|hack into|counterfeit (?:money|bills|currency)"
+    r"|(?:list|dump|reveal|show)(?: [^ ]+){0,2} (?:admin|administrator|root) passwords)\b"
 )
 
 RULES: tuple[tuple[str, str, float, re.Pattern[str]], ...] = (
@@ -134,8 +157,9 @@ RULES: tuple[tuple[str, str, float, re.Pattern[str]], ...] = (
         "persona_jailbreak", "mode_switch", 1.0,
         re.compile(r"\b(?:god|godmode|dan|jailbreak|jailbroken|unrestricted|evil|chaos|"
                    r"opposite|unfiltered|uncensored) ?mode\b|\bgodmode\b"
-                   r"|\b(?:developer|dev|debug|admin) mode (?:is )?(?:on|enabled|activated|"
-                   r"output|response)\b|\b(?:in|enter|entering) (?:developer|dev|debug) mode\b"),
+                   r"|\b(?:developer|dev|debug|admin) mode (?:is )?(?:on(?! (?:an?|the|my|your|"
+                   r"this|that|his|her|their|our)\b)|enabled|activated|output|response)\b"
+                   r"|\b(?:in|enter|entering) (?:developer|dev|debug) mode\b"),
     ),
     (
         "persona_jailbreak", "developer_mode", 0.6,
@@ -229,9 +253,10 @@ RULES: tuple[tuple[str, str, float, re.Pattern[str]], ...] = (
     ),
     (
         "indirect_instruction", "append_to_reply", 0.6,
-        re.compile(r"\b(?:append|include|add|insert|put|repeat)(?: [^ ]+){0,8} (?:to |in |into |at "
-                   r"the end of )(?:your|every|each|any|all)(?: future)? (?:reply|replies|response|"
-                   r"responses|summary|summaries|answer|answers|review|report|output)\b"),
+        re.compile(r"\b(?:append|include|add|insert|put|repeat)(?: [^ ]+){0,10} (?:to |in |into |"
+                   r"(?:to |at )?the end of )(?:your|my|every|each|any|all)(?: future)? (?:reply|"
+                   r"replies|response|responses|summary|summaries|answer|answers|review|report|"
+                   r"reports|output)\b"),
     ),
     (
         "indirect_instruction", "memory_persistence", 0.6,
@@ -247,7 +272,123 @@ RULES: tuple[tuple[str, str, float, re.Pattern[str]], ...] = (
                    r"reviewing|integrating|summari[sz]ing)\b"
                    r"|\b(?:note to the (?:bot|assistant|ai|model|llm)|ai assistant reading this|"
                    r"(?:dear |attention )?(?:ai|llm|assistant|model),? (?:reading|processing) this|"
-                   r"your real task is|your actual task is|your true task is)\b"),
+                   r"your real task is|your actual task is|your true task is)\b"
+                   r"|\bwhen (?:you )?(?:summari[sz]e|summari[sz]ing|process|processing|read|"
+                   r"reading) this (?:page|document|file|email|message|ticket|repository)?\b"),
+    ),
+    (
+        "harmful_request", "harmful_task", 0.5,
+        re.compile(_HARMFUL),
+    ),
+    (
+        "harmful_request", "harmful_placeholder", 0.5,
+        re.compile(r"\b(?:harmful|restricted|forbidden|illegal|dangerous) (?:topic|request|"
+                   r"question|task|content|activity|instructions)\b"),
+    ),
+    (
+        "system_prompt_exfiltration", "transform_prompt", 1.0,
+        re.compile(r"\b(?:translate|complete|continue|finish|summari[sz]e|spell|paraphrase|"
+                   r"encode|completa|completez|vervollstandige|traduce|traduis|ubersetze)"
+                   rf"{_GAP % 15}{PROMPT_OBJECTS}\b"),
+    ),
+    (
+        "system_prompt_exfiltration", "prompt_target", 0.5,
+        re.compile(rf"\b(?:your|the|full|complete|entire|exact|all) {PROMPT_OBJECTS}\b"
+                   r"|\b(?:first|each|every) (?:word|letter|sentence|line) (?:of|in) your\b"
+                   r"|\b(?:starting|beginning|begins|starts) with you are\b"
+                   r"|\b(?:above|before) this message\b|\bline by line\b"
+                   r"|\b(?:in|into) (?:a |an )?(?:txt|text|plain text) (?:code )?block\b"
+                   r"|\b(?:your|all|the) (?:prior|previous) (?:tokens|context|messages)\b"
+                   r"|\bnever (?:be )?(?:shown|displayed|visible) to the (?:end )?user\b"),
+    ),
+    (
+        "instruction_override", "unrestricted_answer", 1.0,
+        re.compile(r"\b(?:answer|respond|reply|comply|antworten|responder|rispondere|repondre)"
+                   r"(?: [^ ]+){0,3} (?:without|ohne|sin|senza|sans) (?:any |all |the )?"
+                   r"(?:restrictions|restriction|filters|limits|censorship|einschraenkungen|"
+                   r"einschrankungen|restricciones|restrizioni)\b"),
+    ),
+    (
+        "instruction_override", "rules_dont_apply", 1.0,
+        re.compile(r"\b(?:safety|security|usual|normal|ethical|content) (?:guidelines|rules|"
+                   r"restrictions|policies|filters|linee guida di sicurezza|regeln)"
+                   r"(?: [^ ]+){0,2} (?:were not meant for|do not apply|don t apply|no longer "
+                   r"apply|are suspended|suspended|are lifted|are off|non valgono|nicht gelten|"
+                   r"ne s appliquent pas|no aplican)\b"
+                   r"|\b(?:exempt|excluded) from the (?:usual |normal )?(?:restrictions|rules)\b"
+                   r"|\b(?:sicherheitsrichtlinien|regles de securite|reglas de seguridad|"
+                   r"linee guida di sicurezza)(?: [^ ]+){0,2} (?:nicht gelten|ne s appliquent "
+                   r"pas|no aplican|non valgono)\b"),
+    ),
+    (
+        "instruction_override", "safety_switch", 1.0,
+        re.compile(r"\b(?:safe mode|safe_mode|safety mode|safety|filters?|guardrails?|"
+                   r"content filter) (?:is |are |set to |to |)?(?:false|off|disabled|0)\b"
+                   r"|\b(?:admin|administrator|root|system) command\b"
+                   r"|\bmaintenance mode\b(?: [^ ]+){0,4} (?:rules|restrictions|filters)\b"
+                   r"|\bignore (?:the )?(?:safety|ethics|rules)(?: stuff| things| bits)?\b"
+                   r"|\bignore above\b"
+                   r"|\b(?:no|without) (?:safety |content )?(?:filters|limits) "
+                   r"(?:or limits |or filters )?whatsoever\b"
+                   r"|\b(?:trained|built|made|created) without (?:any )?safety\b"
+                   r"|\bno memory of (?:previous|prior|your) (?:conversations|training|"
+                   r"instructions)\b"
+                   r"|\bnew role is\b|\bbefolgst keine\b|\bdu bist jetzt\b"),
+    ),
+    (
+        "instruction_override", "regardless_of_input", 1.0,
+        re.compile(r"\bregardless of (?:any |all |the )?(?:previous|prior|earlier|other) "
+                   r"(?:input|inputs|messages|context)\b"),
+    ),
+    (
+        "obfuscation", "decode_and_act", 1.0,
+        re.compile(r"\b(?:decode|decrypt|read|reverse|convert|descodifica|decodifica)"
+                   r"(?: [^ ]+){0,8} (?:and |then |y |e |et |und )(?:[^ ]+ ){0,2}"
+                   r"(?:respond to|answer|follow|obey|execute|act on|do exactly|do what|"
+                   r"sigue|segui|suis|befolge)\b"),
+    ),
+    (
+        "indirect_instruction", "must_include", 0.5,
+        re.compile(r"\b(?:must|should|always|be sure to|make sure to|make sure you) (?:also )?"
+                   r"(?:be )?(?:include|included|append|appended|add|added|insert|inserted|"
+                   r"end with|mention)\b"),
+    ),
+    (
+        "indirect_instruction", "append_multilingual", 0.6,
+        re.compile(r"\b(?:am ende|a la fin|al final|alla fine) (?:jeder|de toute|de chaque|"
+                   r"de cualquier|de cada|di ogni|di ciascuna) (?:antwort|reponse|respuesta|"
+                   r"risposta)\b"),
+    ),
+    (
+        "tool_abuse", "sensitive_target", 0.5,
+        re.compile(r"\b(?:etc passwd|etc shadow|os system|subprocess|drop table|drop database|"
+                   r"select from users|rm rf|without (?:approval|confirmation|asking|"
+                   r"authori[sz]ation|permission)|(?:all|entire|full|whole) (?:the )?"
+                   r"(?:conversation|chat) history|conversation history as)\b"
+                   r"|\b(?:empty|delete|wipe|erase|remove|purge)(?: [^ ]+){0,3} (?:directory|"
+                   r"folder|files|database|repository|repo|bucket|backups)\b"),
+    ),
+    (
+        "tool_abuse", "send_to_address", 0.5,
+        re.compile(r"\b(?:send|post|upload|forward|email|transmit|call [^ ]+)(?: [^ ]+){0,10} "
+                   r"(?:to )?(?:https? [^ ]+|the address on file|[^ ]+ [^ ]+ com)\b"),
+    ),
+    (
+        "system_prompt_exfiltration", "dump_it_all", 0.5,
+        re.compile(r"\b(?:print|dump|output|echo|show|repeat|list) (?:it|them|those|everything) "
+                   r"(?:all|back|verbatim|word for word)\b|\becho back\b"),
+    ),
+    (
+        "obfuscation", "obfuscation_request", 0.5,
+        re.compile(r"\b(?:translate|write|respond|answer|reply|encode|obfuscate|convert|"
+                   r"rewrite)(?: [^ ]+){0,4} (?:in|into|to|using|with) (?:pig latin|leetspeak|"
+                   r"leet speak|morse code|morse|rot13|rot 13|base64|base 64|hex|binary|"
+                   r"reverse order|backwards)\b"),
+    ),
+    (
+        "prefill_injection", "fake_compliance", 0.5,
+        re.compile(r"\b(?:sure|certainly|of course|absolutely) here (?:is|are|s)\b"
+                   r"|\bi will now reveal\b"),
     ),
 )  # fmt: skip
 
@@ -390,6 +531,7 @@ ANCHORS: dict[str, tuple[str, ...]] = {
         "model",
         "your real task",
         "your actual task",
+        "when",
         "your true task",
         "if you are",
         "notice",
@@ -446,4 +588,190 @@ ANCHORS: dict[str, tuple[str, ...]] = {
     "before_replying": ("before",),
     "append_to_reply": ("append", "include", "add", "insert", "put", "repeat"),
     "memory_persistence": ("save", "store", "remember", "persist", "write"),
+    "harmful_task": (
+        "make",
+        "makes",
+        "making",
+        "build",
+        "building",
+        "assemble",
+        "construct",
+        "create",
+        "manufacture",
+        "produce",
+        "synthesize",
+        "synthesise",
+        "cook",
+        "brew",
+        "3d print",
+        "write",
+        "writes",
+        "code",
+        "develop",
+        "generate",
+        "draft",
+        "craft",
+        "compose",
+        "steal",
+        "steals",
+        "stealing",
+        "launder",
+        "laundering",
+        "pick",
+        "hotwire",
+        "disable",
+        "untraceable",
+        "dangerous",
+        "hack into",
+        "counterfeit",
+        "list",
+        "dump",
+        "reveal",
+        "show",
+    ),
+    "harmful_placeholder": ("harmful", "restricted", "forbidden", "illegal", "dangerous"),
+    "transform_prompt": (
+        "translate",
+        "complete",
+        "continue",
+        "finish",
+        "summarize",
+        "summarise",
+        "spell",
+        "paraphrase",
+        "encode",
+        "completa",
+        "completez",
+        "vervollstandige",
+        "traduce",
+        "traduis",
+        "ubersetze",
+    ),
+    "prompt_target": (
+        "your",
+        "the",
+        "full",
+        "complete",
+        "entire",
+        "exact",
+        "all",
+        "first",
+        "each",
+        "every",
+        "starting",
+        "beginning",
+        "begins",
+        "starts",
+        "above",
+        "before",
+        "line by line",
+        "in",
+        "into",
+        "never",
+    ),
+    "unrestricted_answer": (
+        "answer",
+        "respond",
+        "reply",
+        "comply",
+        "antworten",
+        "responder",
+        "rispondere",
+        "repondre",
+    ),
+    "rules_dont_apply": (
+        "safety",
+        "security",
+        "usual",
+        "normal",
+        "ethical",
+        "content",
+        "exempt",
+        "excluded",
+        "sicherheitsrichtlinien",
+        "regles de securite",
+        "reglas de seguridad",
+        "linee guida di sicurezza",
+    ),
+    "safety_switch": (
+        "safe mode",
+        "safety mode",
+        "safety",
+        "filter",
+        "filters",
+        "guardrail",
+        "guardrails",
+        "content filter",
+        "admin",
+        "administrator",
+        "root",
+        "system",
+        "maintenance mode",
+        "ignore",
+        "no",
+        "without",
+        "trained",
+        "built",
+        "made",
+        "created",
+        "no memory",
+        "new role",
+        "befolgst keine",
+        "du bist jetzt",
+    ),
+    "regardless_of_input": ("regardless of",),
+    "decode_and_act": (
+        "decode",
+        "decrypt",
+        "read",
+        "reverse",
+        "convert",
+        "descodifica",
+        "decodifica",
+    ),
+    "must_include": (
+        "must",
+        "should",
+        "always",
+        "be sure to",
+        "make sure to",
+        "make sure you",
+    ),
+    "append_multilingual": ("am ende", "a la fin", "al final", "alla fine"),
+    "sensitive_target": (
+        "etc passwd",
+        "etc shadow",
+        "os system",
+        "subprocess",
+        "drop table",
+        "drop database",
+        "select from users",
+        "rm rf",
+        "without",
+        "all",
+        "entire",
+        "full",
+        "whole",
+        "conversation history",
+        "empty",
+        "delete",
+        "wipe",
+        "erase",
+        "remove",
+        "purge",
+    ),
+    "send_to_address": ("send", "post", "upload", "forward", "email", "transmit", "call"),
+    "dump_it_all": ("print", "dump", "output", "echo", "show", "repeat", "list"),
+    "obfuscation_request": (
+        "translate",
+        "write",
+        "respond",
+        "answer",
+        "reply",
+        "encode",
+        "obfuscate",
+        "convert",
+        "rewrite",
+    ),
+    "fake_compliance": ("sure", "certainly", "of course", "absolutely", "i will now reveal"),
 }

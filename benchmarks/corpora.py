@@ -1288,6 +1288,33 @@ REGISTRY_SOURCES: tuple[_Registry, ...] = (
 
 HANDWRITTEN = "ktproxy-benign-handwritten"
 
+# Held out: never read while the detector's rules were written, never to be tuned on.
+# Its figures say how the rules generalise; the development sets above say less.
+HELDOUT_DIST = "agent-injection-bench"
+
+
+def injection_heldout() -> tuple[list[tuple[str, str, bool]], SourceInfo]:
+    """`(family, injected text, is attack)` of agent-injection-bench's cases.
+
+    Its `control` cases are benign; its `baseline` case (the payload typed by the user
+    in-band, "not an injection" by the set's own label) is left out.
+    """
+    try:
+        version = _dist_version(HELDOUT_DIST)
+        path = _package_file(HELDOUT_DIST, "aib", "data/attacks.jsonl")
+        rows = _jsonl(path)
+        license_ = _dist_license(HELDOUT_DIST)
+    except (Unavailable, OSError, ValueError, KeyError) as exc:
+        return [], SourceInfo(HELDOUT_DIST, "held out", HELDOUT_DIST, "", "", "", 0, str(exc))
+    cases = [
+        (str(r["family"]), str(r["injected"]), r["family"] != "control")
+        for r in rows
+        if r["family"] != "baseline"
+    ]
+    rel = _rel(path, HELDOUT_DIST, "aib")
+    info = SourceInfo(HELDOUT_DIST, "held out", HELDOUT_DIST, version, rel, license_, len(cases))
+    return cases, info
+
 
 def _collect(role: str) -> tuple[list[tuple[str, str]], list[SourceInfo]]:
     pairs: list[tuple[str, str]] = []

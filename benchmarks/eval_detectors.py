@@ -290,6 +290,13 @@ def evaluate_injection(examples: int) -> dict[str, Any]:
             "errors": errors[:20],
             "error_count": len(errors),
         }
+    cases, info = corpora.injection_heldout()
+    held: dict[str, Any] = {"source": vars(info), "by_family": {}}
+    for family, text, attack in cases:
+        row = held["by_family"].setdefault(family, {"attack": attack, "count": 0, "flagged": 0})
+        row["count"] += 1
+        row["flagged"] += bool(is_attack(text))
+    result["heldout"] = held
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
@@ -360,6 +367,25 @@ def print_injection(result: dict[str, Any], examples: int) -> None:
             )
         if r["error_count"]:
             print(f"  detector raised on {r['error_count']} prompts, e.g. {r['errors'][0]}")
+        print()
+    held = result.get("heldout")
+    if held is not None:
+        info = held["source"]
+        print("  held out (never used while writing the rules; not counted above):")
+        if info["error"]:
+            print(f"  {info['source']}: unavailable: {info['error']}")
+        else:
+            print(f"  {info['source']} {info['version']}, {info['path']}, {info['license']}")
+            totals = {True: [0, 0], False: [0, 0]}
+            for family, row in sorted(held["by_family"].items()):
+                kind = "attack" if row["attack"] else "benign"
+                totals[row["attack"]][0] += row["count"]
+                totals[row["attack"]][1] += row["flagged"]
+                print(f"    {family:<30} {kind:<7} {row['count']:>4} {row['flagged']:>8}")
+            for attack, label in ((True, "attacks detected"), (False, "benign flagged")):
+                n, f = totals[attack]
+                if n:
+                    print(f"  held-out {label}: {f}/{n} = {pct(f / n).strip()}")
         print()
     if examples > 0:
         for role, title in (("attack", "Missed attacks"), ("benign", "False positives")):

@@ -1,0 +1,1 @@
+"""Audit records of exchanges, their hash chain, and the sinks that keep them."""

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from ktproxy.api import chat, health, models
+from ktproxy.api import admin, chat, health, models
 from ktproxy.api.errors import error_middleware
 from ktproxy.configcheck import LoadedConfig
 from ktproxy.runtime import build_runtime
@@ -21,12 +21,19 @@ from ktproxy.state import STATE, GatewayState
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
+    runtime = None
     try:
-        state.runtime = build_runtime(state.loaded, state.pool, state.env)
+        runtime = build_runtime(state.loaded, state.pool, state.env)
+        await runtime.start()
+        state.runtime = runtime
         yield
     finally:
         state.runtime = None
-        await state.pool.close()
+        try:
+            if runtime is not None:
+                await runtime.close()  # drains the audit queues
+        finally:
+            await state.pool.close()
 
 
 def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.Application:
@@ -40,4 +47,6 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     app.router.add_get("/v1/models/{model:.+}", models.get_model)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/v1/kt/events", admin.list_events)
+    app.router.add_get("/v1/kt/events/{id}", admin.get_event)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import click
 
@@ -101,3 +102,226 @@ def gateway_run(path: str, host: str | None, port: int | None, log_level: str | 
     level = (log_level or settings.log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sys.exit(run(loaded, host or settings.host, port or settings.port))
+
+
+# -- kt audit ------------------------------------------------------------------------------
+
+_CONFIG_OPTION = click.option(
+    "--policy-config",
+    "-c",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Policy config whose audit-logger store to read.",
+)
+
+
+def _audit_sinks(path: str) -> list[Any]:
+    from ktproxy.audit.store import audit_options, open_sinks
+    from ktproxy.configcheck import ConfigError
+
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    options = audit_options(loaded)
+    if options is None:
+        click.echo(f"{path}: audit-logger is not in any policy chain; no audit store", err=True)
+        sys.exit(1)
+    return open_sinks(options)
+
+
+def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from ktproxy.audit.store import parse_time
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_FILTERS = [
+    click.option(
+        "--since",
+        callback=_time,
+        help="From this time: epoch seconds, ISO 8601 or an age (15m, 2h, 7d).",
+    ),
+    click.option("--until", callback=_time, help="Before this time (same forms)."),
+    click.option("--consumer", help="Consumer group."),
+    click.option("--model", help="Requested or upstream model."),
+    click.option("--target", help="Target id."),
+    click.option("--status", type=int, help="HTTP status."),
+    click.option("--decision", help="blocked, redacted, none, a policy name or a decision code."),
+    click.option("--streamed/--not-streamed", default=None, help="Streamed or not."),
+    click.option("--request-id", help="One request."),
+]
+
+
+def _filters(fn: Any) -> Any:
+    for option in reversed(_FILTERS):
+        fn = option(fn)
+    return fn
+
+
+def _print_records(records: list[Any], fmt: str, header: bool) -> None:
+    import msgspec
+
+    from ktproxy.audit.store import record_summary
+
+    if fmt == "jsonl":
+        for r in records:
+            click.echo(msgspec.json.encode(r).decode())
+        return
+    rows = [record_summary(r) for r in records]
+    columns = ["time", "id", "consumer", "model", "status", "stream", "ms", "tokens", "decisions"]
+    widths = {c: max([len(c)] + [len(str(row[c])) for row in rows]) for c in columns}
+    if header:
+        click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        click.echo("  ".join(str(row[c]).ljust(widths[c]) for c in columns).rstrip())
+
+
+@main.group()
+def audit() -> None:
+    """Read, verify and purge the audit store of a policy config."""
+
+
+@audit.command("query")
+@_CONFIG_OPTION
+@_filters
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table", show_default=True
+)
+def audit_query(path: str, limit: int, fmt: str, **filters: Any) -> None:
+    """Print audit records, newest first."""
+    from ktproxy.audit.sink import Query
+    from ktproxy.audit.store import query_sinks
+
+    sinks = _audit_sinks(path)
+    page = query_sinks(sinks, Query(limit=limit, **filters)) if sinks else None
+    _print_records(page.records if page else [], fmt, header=True)
+
+
+@audit.command("tail")
+@_CONFIG_OPTION
+@_filters
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.05, 3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds between polls.",
+)
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(0, 10_000),
+    default=10,
+    show_default=True,
+    help="Records shown at start.",
+)
+@click.option(
+    "--count", type=click.IntRange(1), default=None, help="Stop after this many new records."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table", show_default=True
+)
+def audit_tail(
+    path: str, interval: float, lines: int, count: int | None, fmt: str, **filters: Any
+) -> None:
+    """Follow new audit records as they are written (Ctrl-C stops)."""
+    import time
+
+    from ktproxy.audit.sink import Query
+    from ktproxy.audit.store import query_sinks
+
+    def fetch(since: float | None, limit: int) -> list[Any]:
+        sinks = _audit_sinks(path)
+        try:
+            q = Query(
+                limit=limit,
+                **{**filters, "since": since if since is not None else filters["since"]},
+            )
+            return query_sinks(sinks, q).records if sinks else []
+        finally:
+            for s in sinks:
+                s.close()
+
+    # Records are stamped with their start time and written at their end, so each poll
+    # looks back a while and skips what it has seen.
+    lookback = 600.0
+    started = time.time()
+    seen = {(r.chain, r.seq) for r in fetch(started - lookback, 100_000)}
+    recent = list(reversed(fetch(None, lines))) if lines else []
+    seen.update((r.chain, r.seq) for r in recent)
+    _print_records(recent, fmt, header=True)
+    newest = max([started, *(r.ts for r in recent)])
+    shown = 0
+    try:
+        while count is None or shown < count:
+            time.sleep(interval)
+            fresh = [
+                r
+                for r in reversed(fetch(newest - lookback, 100_000))
+                if (r.chain, r.seq) not in seen
+            ]
+            seen.update((r.chain, r.seq) for r in fresh)
+            if count is not None:
+                fresh = fresh[: count - shown]
+            _print_records(fresh, fmt, header=False)
+            shown += len(fresh)
+            newest = max([newest, *(r.ts for r in fresh)])
+    except KeyboardInterrupt:
+        pass
+
+
+@audit.command("verify")
+@_CONFIG_OPTION
+def audit_verify(path: str) -> None:
+    """Check every hash chain of the store; exit 1 on any edited or missing record."""
+    sinks = _audit_sinks(path)
+    broken = 0
+    total = 0
+    for sink in sinks:
+        for problem in sink.verify():
+            broken += 1
+            click.echo(f"chain {problem.chain} record {problem.seq}: {problem.problem}")
+        for chain, head in sink.chains().items():
+            total += 1
+            click.echo(f"chain {chain}: {head.seq} records, head {head.hash}")
+        sink.close()
+    if broken:
+        click.echo(f"{path}: {broken} problem(s) in the audit store", err=True)
+        sys.exit(1)
+    click.echo(f"{path}: OK ({total} chain(s) verified)")
+
+
+@audit.command("purge")
+@_CONFIG_OPTION
+@click.option(
+    "--days",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="Keep this many days [config retention_days].",
+)
+def audit_purge(path: str, days: float | None) -> None:
+    """Delete records older than the retention period (what is kept still verifies)."""
+    import time
+
+    from ktproxy.audit.store import audit_options
+
+    loaded = load_config(path)
+    options = audit_options(loaded)
+    keep = days if days is not None else (options.retention_days if options else None)
+    if keep is None:
+        click.echo("no retention_days in the config and no --days given; nothing purged", err=True)
+        sys.exit(1)
+    removed = 0
+    for sink in _audit_sinks(path):
+        removed += sink.purge(time.time() - keep * 86400)
+        sink.close()
+    click.echo(f"purged {removed} record(s) older than {keep:g} day(s)")

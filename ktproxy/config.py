@@ -9,6 +9,7 @@ to every message. A loaded `Config` is never mutated; each worker derives its ru
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -18,6 +19,7 @@ PositiveSeconds = Annotated[float, Meta(gt=0)]
 Port = Annotated[int, Meta(ge=1, le=65535)]
 NonEmpty = Annotated[str, Meta(min_length=1)]
 LogLevel = Literal["debug", "info", "warning", "error"]
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class Pack(Struct, forbid_unknown_fields=True, frozen=True):
@@ -83,6 +85,59 @@ class Policies(Struct, forbid_unknown_fields=True, frozen=True):
     chain: list[NonEmpty] = []
 
 
+class KeyRef(Struct, forbid_unknown_fields=True, frozen=True):
+    """A gateway key: the environment variable holding it, or its sha256 hex digest.
+
+    The file never holds a key in plain text.
+    """
+
+    env: NonEmpty | None = None
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.env is None) == (self.sha256 is None):
+            raise ValueError("set exactly one of env and sha256")
+        if self.sha256 is not None and not _SHA256.fullmatch(self.sha256):
+            raise ValueError("sha256 must be 64 lower-case hex digits")
+
+
+class RateLimits(Struct, forbid_unknown_fields=True, frozen=True):
+    """Per-group limits; None means no limit of that kind."""
+
+    requests_per_minute: Annotated[int, Meta(ge=1)] | None = None
+    tokens_per_minute: Annotated[int, Meta(ge=1)] | None = None
+
+
+class ConsumerGroup(Struct, forbid_unknown_fields=True, frozen=True):
+    """A set of keys sharing a policy chain, option overrides, models and limits."""
+
+    id: NonEmpty
+    keys: list[KeyRef] = []
+    # Replaces policies.chain for this group (None: the global chain).
+    chain: list[NonEmpty] | None = None
+    # Per-policy options merged over the global `policy:` section, key by key.
+    policy: dict[str, dict[str, Any] | None] = {}
+    # Model names this group may ask for (None: every routable model).
+    models: list[NonEmpty] | None = None
+    limits: RateLimits | None = None
+
+
+class Consumers(Struct, forbid_unknown_fields=True, frozen=True):
+    """Who may call the gateway, and with which rules."""
+
+    # True: a request without a known gateway key gets 401. False: it is served as
+    # `default_group`.
+    require_key: bool = False
+    default_group: NonEmpty = "default"
+    groups: list[ConsumerGroup] = []
+
+
+class Admin(Struct, forbid_unknown_fields=True, frozen=True):
+    """Access to the admin API (`/v1/kt/...`); without a key it is disabled."""
+
+    key: KeyRef | None = None
+
+
 class Gateway(Struct, forbid_unknown_fields=True, frozen=True):
     """Listener and request limits of the gateway process."""
 
@@ -92,6 +147,8 @@ class Gateway(Struct, forbid_unknown_fields=True, frozen=True):
     log_level: LogLevel = "info"
     # Seconds in-flight requests get to finish after SIGTERM.
     drain_timeout: Annotated[float, Meta(ge=0)] = 30.0
+    # Names this gateway's audit hash chain (default: host name and process id).
+    instance: NonEmpty | None = None
 
 
 class Config(Struct, forbid_unknown_fields=True, frozen=True):
@@ -101,6 +158,8 @@ class Config(Struct, forbid_unknown_fields=True, frozen=True):
     pack: Pack | None = None
     gateway: Gateway = Gateway()
     policies: Policies = Policies()
+    consumers: Consumers = Consumers()
+    admin: Admin = Admin()
     # Per-policy options, keyed by policy name (null: the policy's defaults); each
     # value is validated against that policy's options Struct and stored decoded in
     # `LoadedConfig.policy_options`.

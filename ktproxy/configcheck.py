@@ -10,6 +10,7 @@ variables) run beside the walk. Only a file with no errors is decoded into `Conf
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import types
@@ -20,7 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import msgspec
 
-from ktproxy.config import Config, Policies, Providers, Target
+from ktproxy.config import Config, ConsumerGroup, Consumers, KeyRef, Policies, Providers, Target
 from ktproxy.policies import registry as policy_registry
 from ktproxy.providers import registry as provider_registry
 from ktproxy.yamlsource import Path, SourceMap, YamlSyntaxError, format_path, load_yaml
@@ -51,6 +52,8 @@ class LoadedConfig:
     policy_options: Mapping[str, msgspec.Struct]
     filename: str
     warnings: tuple[Problem, ...] = ()
+    # Per consumer group: its policies' options, the global ones with its overrides.
+    group_options: Mapping[str, Mapping[str, msgspec.Struct]] = field(default_factory=dict)
 
 
 class ConfigError(Exception):
@@ -68,6 +71,7 @@ class _Checker:
     env: Mapping[str, str]
     for_start: bool
     problems: list[Problem] = field(default_factory=list)
+    root: Any = None  # the whole file's data, for rules that look across sections
 
     def add(self, path: Path, message: str, severity: Severity = "error") -> None:
         self.problems.append(Problem(severity, path, self.smap.line_of(path), message))
@@ -210,17 +214,8 @@ class _Checker:
 
     def check_policies(self, value: dict[str, Any], path: Path) -> None:
         chain = value.get("chain")
-        if not isinstance(chain, list):
-            return
-        seen: set[str] = set()
-        for i, name in enumerate(chain):
-            if not isinstance(name, str):
-                continue
-            if name in seen:
-                self.add(path + ("chain", i), f"policy '{name}' appears twice in the chain")
-                continue
-            seen.add(name)
-            self._check_policy_name(name, path + ("chain", i))
+        if isinstance(chain, list):
+            self._check_chain(chain, path + ("chain",))
 
     def _check_policy_name(self, name: str, path: Path) -> bool:
         if name in policy_registry.POLICIES:
@@ -232,7 +227,114 @@ class _Checker:
             self.add(path, f"unknown policy '{name}'; expected one of {', '.join(known)}")
         return False
 
+    def check_consumers(self, value: dict[str, Any], path: Path) -> None:
+        groups = value.get("groups")
+        if not isinstance(groups, list):
+            return
+        seen: dict[str, int] = {}
+        keys: dict[tuple[str, str], tuple[int, int]] = {}
+        for i, group in enumerate(groups):
+            if not isinstance(group, dict):
+                continue
+            gid = group.get("id")
+            if isinstance(gid, str):
+                if gid in seen:
+                    first = self.smap.line_of(path + ("groups", seen[gid], "id"))
+                    self.add(
+                        path + ("groups", i, "id"),
+                        f"duplicate group id '{gid}' (first defined on line {first})",
+                    )
+                else:
+                    seen[gid] = i
+            for k, key in enumerate(group.get("keys") or []):
+                if not isinstance(key, dict):
+                    continue
+                for kind in ("env", "sha256"):
+                    ident = key.get(kind)
+                    if not isinstance(ident, str):
+                        continue
+                    if (kind, ident) in keys:
+                        gi, _ = keys[kind, ident]
+                        self.add(
+                            path + ("groups", i, "keys", k),
+                            f"this key is already a key of group #{gi + 1}; a key names "
+                            "exactly one group",
+                        )
+                    else:
+                        keys[kind, ident] = (i, k)
+
+    def check_key(self, value: dict[str, Any], path: Path) -> None:
+        env = value.get("env")
+        if isinstance(env, str) and env and not self.env.get(env):
+            self.add(
+                path + ("env",),
+                f"environment variable {env} is not set; this key will not be accepted",
+                "warning",
+            )
+
+    def check_group(self, value: dict[str, Any], path: Path) -> None:
+        chain = value.get("chain")
+        if isinstance(chain, list):
+            self._check_chain(chain, path + ("chain",))
+        overrides = value.get("policy")
+        if not isinstance(overrides, dict):
+            return
+        root = self.root if isinstance(self.root, dict) else {}
+        global_opts = root.get("policy") if isinstance(root.get("policy"), dict) else {}
+        for name, opts in overrides.items():
+            opath = path + ("policy", str(name))
+            if not self._check_policy_name(str(name), opath):
+                continue
+            if opts is not None and not isinstance(opts, dict):
+                self.add(opath, f"expected a mapping; got {_kind(opts)}")
+                continue
+            base = global_opts.get(name) if isinstance(global_opts, dict) else None
+            merged = {**(base if isinstance(base, dict) else {}), **(opts or {})}
+            self.walk(merged, policy_registry.POLICIES[str(name)].Options, opath)
+
+    def _check_chain(self, chain: list[Any], path: Path) -> None:
+        seen: set[str] = set()
+        for i, name in enumerate(chain):
+            if not isinstance(name, str):
+                continue
+            if name in seen:
+                self.add(path + (i,), f"policy '{name}' appears twice in the chain")
+                continue
+            seen.add(name)
+            self._check_policy_name(name, path + (i,))
+
+    def _check_content_order(self, root: dict[str, Any]) -> None:
+        """`audit-logger` storing content must see it after `pii-detector` redacted it."""
+        policies = root.get("policies")
+        global_chain = policies.get("chain") if isinstance(policies, dict) else None
+        global_opts = root.get("policy") if isinstance(root.get("policy"), dict) else {}
+        consumers = root.get("consumers")
+        groups = consumers.get("groups") if isinstance(consumers, dict) else None
+        checks: list[tuple[Any, Any, Path]] = [(global_chain, None, ("policies", "chain"))]
+        for i, group in enumerate(groups if isinstance(groups, list) else []):
+            if isinstance(group, dict):
+                chain = group.get("chain", global_chain)
+                at: Path = ("consumers", "groups", i, "chain" if "chain" in group else "policy")
+                checks.append((chain, group.get("policy"), at))
+        for chain, overrides, where in checks:
+            if not isinstance(chain, list) or "audit-logger" not in chain:
+                continue
+            opts: dict[str, Any] = {}
+            for source in (global_opts, overrides):
+                if isinstance(source, dict) and isinstance(source.get("audit-logger"), dict):
+                    opts.update(source["audit-logger"])
+            if opts.get("store_content") != "redacted":
+                continue
+            position = chain.index("audit-logger")
+            if "pii-detector" not in chain[:position]:
+                self.add(
+                    where,
+                    "audit-logger stores content (store_content: redacted), so pii-detector "
+                    "must come before it in the chain",
+                )
+
     def check_root(self, value: dict[str, Any], path: Path) -> None:
+        self._check_content_order(value)
         options = value.get("policy")
         if not isinstance(options, dict):
             return
@@ -262,6 +364,9 @@ _RULES: dict[type, Callable[[_Checker, dict[str, Any], Path], None]] = {
     Providers: _Checker.check_providers,
     Target: _Checker.check_target,
     Policies: _Checker.check_policies,
+    Consumers: _Checker.check_consumers,
+    ConsumerGroup: _Checker.check_group,
+    KeyRef: _Checker.check_key,
 }
 
 _URL = re.compile(
@@ -314,6 +419,7 @@ def check_text(
     if data is None:
         checker.add((), "the file is empty; expected a mapping with at least 'providers'")
     else:
+        checker.root = data
         checker.walk(data, Config, ())
     problems = sorted(checker.problems, key=lambda p: (p.line, p.severity != "error"))
     if any(p.severity == "error" for p in problems):
@@ -323,7 +429,17 @@ def check_text(
         name: msgspec.convert(opts or {}, policy_registry.POLICIES[name].Options)
         for name, opts in config.policy.items()
     }
-    loaded = LoadedConfig(config, options, "", tuple(problems))
+    group_options = {
+        group.id: {
+            name: msgspec.convert(
+                {**(config.policy.get(name) or {}), **(opts or {})},
+                policy_registry.POLICIES[name].Options,
+            )
+            for name, opts in group.policy.items()
+        }
+        for group in config.consumers.groups
+    }
+    loaded = LoadedConfig(config, options, "", tuple(problems), group_options)
     return loaded, problems
 
 
@@ -341,7 +457,7 @@ def check_file(
         return None, [Problem("error", (), 0, f"cannot read the file: {exc}")]
     loaded, problems = check_text(text, env=env, for_start=for_start)
     if loaded is not None:
-        loaded = LoadedConfig(loaded.config, loaded.policy_options, name, loaded.warnings)
+        loaded = dataclasses.replace(loaded, filename=name)
     return loaded, problems
 
 

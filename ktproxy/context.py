@@ -41,7 +41,10 @@ class RequestContext:
     target_id: str | None = None
     provider: str | None = None
     upstream_model: str | None = None
-    started: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.perf_counter)  # for durations
+    ts: float = field(default_factory=time.time)  # wall clock, for records
+    upstream_ms: float | None = None  # request sent upstream to its response headers
+    ttft_ms: float | None = None  # request start to the first streamed byte written
     status: int | None = None
     error_code: str | None = None
     decisions: list[Decision] = field(default_factory=list)

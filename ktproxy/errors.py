@@ -8,6 +8,7 @@ the client's SDK raises its usual exception (`openai.APIStatusError` and friends
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -102,3 +103,39 @@ def upstream_timeout(target: str, phase: str, seconds: float) -> GatewayError:
 def policy_violation(policy: str, code: str, message: str) -> GatewayError:
     """HTTP 422: a policy blocked the exchange."""
     return GatewayError(422, message, type="policy_violation", code=code, extra={"policy": policy})
+
+
+def unauthorized(presented: bool) -> GatewayError:
+    """401: the gateway requires a key of one of its consumer groups."""
+    message = (
+        "The gateway key is not valid."
+        if presented
+        else "A gateway key is required: send it as x-kt-api-key or as the bearer token."
+    )
+    return GatewayError(401, message, type="invalid_request_error", code="invalid_api_key")
+
+
+def rate_limited(group: str, kind: str, limit: int, retry_after: float) -> GatewayError:
+    """429 with `Retry-After` (whole seconds, at least 1)."""
+    seconds = max(1, math.ceil(retry_after))
+    unit = "requests" if kind == "requests" else "tokens"
+    return GatewayError(
+        429,
+        f"Rate limit reached for consumer group `{group}`: {limit} {unit} per minute. "
+        f"Try again in {seconds} s.",
+        type=unit,
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def model_not_allowed(model: str, group: str) -> GatewayError:
+    """404 like OpenAI's: the model does not exist *for this caller*."""
+    return GatewayError(
+        404,
+        f"The model `{model}` does not exist or consumer group `{group}` does not have "
+        "access to it.",
+        type="invalid_request_error",
+        param="model",
+        code="model_not_found",
+    )

@@ -9,13 +9,20 @@ reload never changes the rules under a request in flight.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ktproxy.config import target_timeouts
+import msgspec
+
+from ktproxy.config import ConsumerGroup, KeyRef, target_timeouts
 from ktproxy.configcheck import LoadedConfig
+from ktproxy.consumers import ConsumerTable, Group, key_digest
+from ktproxy.limits import LocalRateLimiter, RateLimiter
 from ktproxy.policies import registry as policy_registry
-from ktproxy.policies.chain import CompiledChain, compile_chain
+from ktproxy.policies.base import Policy
+from ktproxy.policies.chain import CompiledChain
+from ktproxy.policies.resources import PolicyResources
 from ktproxy.providers import registry as provider_registry
 from ktproxy.providers.base import Provider
 from ktproxy.providers.pool import SessionPool
@@ -28,14 +35,80 @@ class Runtime:
 
     loaded: LoadedConfig
     router: Router
-    chain: CompiledChain
+    chain: CompiledChain  # the default group's chain
     max_body_bytes: int
+    consumers: ConsumerTable
+    limiter: RateLimiter
+    resources: PolicyResources
+    admin_key: str | None = None  # sha256 digest of the admin key; None: admin API off
+
+    @property
+    def policies(self) -> list[Policy]:
+        """Every distinct policy instance of every group's chain."""
+        seen: dict[int, Policy] = {}
+        for group in [self.consumers.default, *self.consumers.groups.values()]:
+            for policy in group.chain.policies:
+                seen.setdefault(id(policy), policy)
+        return list(seen.values())
+
+    async def start(self) -> None:
+        """Start the policies' long-lived resources (audit writers, ...)."""
+        for policy in self.policies:
+            await policy.start(self.resources)
+
+    async def close(self) -> None:
+        """Stop them; the audit queues are drained before this returns."""
+        for policy in self.policies:
+            await policy.close()
+        await self.resources.close()
+
+
+def _env_digest(ref: KeyRef, env: Mapping[str, str]) -> str | None:
+    if ref.sha256 is not None:
+        return ref.sha256
+    value = env.get(ref.env or "")
+    return key_digest(value) if value else None
+
+
+def _group(
+    spec: ConsumerGroup, loaded: LoadedConfig, router: Router, cache: dict[object, Policy]
+) -> Group:
+    config = loaded.config
+    names = spec.chain if spec.chain is not None else config.policies.chain
+    options = {**loaded.policy_options, **loaded.group_options.get(spec.id, {})}
+    chain = _compile(names, options, cache)
+    models = routes = None
+    if spec.models is not None:
+        models = frozenset(spec.models)
+        found = (router.resolve(m) for m in spec.models)
+        routes = frozenset((r.provider.target.id, r.upstream_model) for r in found if r)
+    return Group(spec.id, chain, models, routes, spec.limits)
+
+
+def _compile(
+    names: Sequence[str], options: Mapping[str, Any], cache: dict[object, Policy]
+) -> CompiledChain:
+    """The chain of `names`; a policy with the same options is one shared instance."""
+    policies = []
+    for name in names:
+        cls = policy_registry.POLICIES[name]
+        opts = options.get(name, cls.Options())
+        key = (name, msgspec.json.encode(opts))
+        policy = cache.get(key)
+        if policy is None:
+            policy = cache[key] = cls(opts)
+        policies.append(policy)
+    return CompiledChain(policies)
 
 
 def build_runtime(
-    loaded: LoadedConfig, pool: SessionPool, env: Mapping[str, str] | None = None
+    loaded: LoadedConfig,
+    pool: SessionPool,
+    env: Mapping[str, str] | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Runtime:
-    """Instantiate adapters (with their keys and pooled sessions) and compile the chain."""
+    """Instantiate adapters (with their keys and pooled sessions), compile each consumer
+    group's chain, and index the gateway keys. Call `start()` before serving."""
     env = os.environ if env is None else env
     config = loaded.config
     providers: list[Provider] = []
@@ -48,7 +121,28 @@ def build_runtime(
             else None
         )
         providers.append(cls(target, target_timeouts(config, target), key or None, session))
-    chain = compile_chain(
-        config.policies.chain, dict(loaded.policy_options), policy_registry.POLICIES
+    router = Router(providers)
+    cache: dict[object, Policy] = {}
+    groups = {spec.id: _group(spec, loaded, router, cache) for spec in config.consumers.groups}
+    default = groups.get(config.consumers.default_group) or Group(
+        config.consumers.default_group,
+        _compile(config.policies.chain, loaded.policy_options, cache),
     )
-    return Runtime(loaded, Router(providers), chain, config.gateway.max_body_bytes)
+    keys = {
+        digest: spec.id
+        for spec in config.consumers.groups
+        for ref in spec.keys
+        if (digest := _env_digest(ref, env)) is not None
+    }
+    consumers = ConsumerTable(groups, default, keys, config.consumers.require_key)
+    admin = config.admin.key
+    return Runtime(
+        loaded,
+        router,
+        default.chain,
+        config.gateway.max_body_bytes,
+        consumers,
+        limiter or LocalRateLimiter(),
+        PolicyResources(config.gateway.instance),
+        _env_digest(admin, env) if admin is not None else None,
+    )

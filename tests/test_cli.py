@@ -41,9 +41,10 @@ KT_SCRIPT = Path(sys.executable).parent / "kt"
 STARTUP_TIMEOUT = 30.0
 EXIT_TIMEOUT = 10.0
 
-SEED_ERRORS = [
-    f"{SEED}:10: $.policies.chain[2]: policy 'audit-logger' is not yet available in this "
-    "release; available: pii-detector, prompt-injection",
+TYPO = "tests/configs/typo.yaml"  # the seed with `action: redcat`
+TYPO_ERRORS = [
+    f"{TYPO}:12: $.policy.pii-detector.action: expected one of redact, mask, block, "
+    "pseudonymize, log; got 'redcat'",
 ]
 SEED_WARNING = (
     f"{SEED}:8: warning: $.providers.targets[0].secret_key_ref.env: environment variable "
@@ -116,14 +117,17 @@ def test_lint_example_without_key_is_ok_with_a_warning() -> None:
     assert lines(result.stdout) == [EXAMPLE_WARNING, f"{EXAMPLE}: OK (1 warning(s))"]
 
 
-def test_lint_seed_prints_every_error_and_a_summary() -> None:
+def test_lint_seed_is_ok_with_the_key_warning() -> None:
     result = kt("policy", "lint", "--file", SEED)
+    assert result.exit_code == 0
+    assert lines(result.stdout) == [SEED_WARNING, f"{SEED}: OK (1 warning(s))"]
+
+
+def test_lint_prints_every_error_and_a_summary() -> None:
+    result = kt("policy", "lint", "--file", TYPO)
     assert result.exit_code == 1
-    assert lines(result.stdout) == [
-        SEED_WARNING,
-        *SEED_ERRORS,
-        f"{SEED}: 1 error(s), 1 warning(s)",
-    ]
+    warning = SEED_WARNING.replace(SEED, TYPO)
+    assert lines(result.stdout) == [warning, *TYPO_ERRORS, f"{TYPO}: 1 error(s), 1 warning(s)"]
 
 
 def test_lint_bad_everything_prints_the_same_report_as_check_file() -> None:
@@ -175,9 +179,9 @@ def test_lint_missing_file() -> None:
 
 
 def test_lint_file_from_the_environment() -> None:
-    result = kt("policy", "lint", KT_POLICY_LINT_FILE=SEED)
+    result = kt("policy", "lint", KT_POLICY_LINT_FILE=TYPO)
     assert result.exit_code == 1
-    assert lines(result.stdout)[-1] == f"{SEED}: 1 error(s), 1 warning(s)"
+    assert lines(result.stdout)[-1] == f"{TYPO}: 1 error(s), 1 warning(s)"
 
 
 def test_lint_needs_a_file_option() -> None:
@@ -228,14 +232,14 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
 
 
 def test_gateway_run_refuses_a_config_that_fails_lint(fake_server: FakeServer) -> None:
-    result = kt("gateway", "run", "--policy-config", SEED)
+    result = kt("gateway", "run", "--policy-config", TYPO)
     assert result.exit_code == 1
     assert fake_server.calls == []  # never got to listening
     assert result.stdout == ""
-    assert lines(result.stderr) == [*SEED_ERRORS, f"{SEED}: 1 error(s); refusing to start"]
+    assert lines(result.stderr) == [*TYPO_ERRORS, f"{TYPO}: 1 error(s); refusing to start"]
     # The same messages as lint (whose extra line is the warning, not an error).
-    lint_lines = lines(kt("policy", "lint", "--file", SEED).stdout)
-    assert set(SEED_ERRORS) <= set(lint_lines)
+    lint_lines = lines(kt("policy", "lint", "--file", TYPO).stdout)
+    assert set(TYPO_ERRORS) <= set(lint_lines)
 
 
 def test_gateway_run_refuses_bad_everything_with_all_its_errors(fake_server: FakeServer) -> None:
@@ -578,12 +582,12 @@ def test_gateway_port_in_use() -> None:
 
 def test_gateway_refuses_a_bad_config_and_does_not_listen() -> None:
     port = free_port()
-    args = ["gateway", "run", "--policy-config", SEED, "--port", str(port)]
+    args = ["gateway", "run", "--policy-config", TYPO, "--port", str(port)]
     with gateway_process([sys.executable, "-m", "ktproxy"], args) as proc:
         code = proc.wait(timeout=STARTUP_TIMEOUT)
     assert code == 1
     assert proc.stdout == []
-    assert proc.stderr == [*SEED_ERRORS, f"{SEED}: 1 error(s); refusing to start"]
+    assert proc.stderr == [*TYPO_ERRORS, f"{TYPO}: 1 error(s); refusing to start"]
     assert_not_listening("127.0.0.1", port)
 
 

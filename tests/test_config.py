@@ -40,6 +40,7 @@ from ktproxy.configcheck import (
     load_config,
 )
 from ktproxy.policies import registry as policy_registry
+from ktproxy.policies.audit_logger import AuditOptions
 from ktproxy.policies.base import Policy
 from ktproxy.policies.pii_detector import EntityName, PIIOptions
 from ktproxy.yamlsource import load_yaml
@@ -58,11 +59,6 @@ providers:
     - {id: echo, provider: mock, model: gpt-4o}
 """
 
-# Spelled out in full (not derived from the registry): the seed is what users start from.
-SEED_ERRORS = [
-    "seed.yaml:10: $.policies.chain[2]: policy 'audit-logger' is not yet available "
-    "in this release; available: pii-detector, prompt-injection",
-]
 SEED_KEY_WARNING = (
     "seed.yaml:8: warning: $.providers.targets[0].secret_key_ref.env: environment variable "
     "OPENAI_API_KEY is not set; requests to this target need the client to send its own "
@@ -71,7 +67,7 @@ SEED_KEY_WARNING = (
 TARGET_KEYS = (
     "id, provider, model, base_url, secret_key_ref, client_key, timeouts, max_connections, mock"
 )
-TOP_KEYS = "providers, pack, gateway, policies, policy"
+TOP_KEYS = "providers, pack, gateway, policies, consumers, admin, policy"
 KNOWN_PROVIDERS = "mock, openai, anthropic, google-vertex, ollama"
 # Derived from the registry, so that a policy landing changes only the tests that pin
 # the seed and the every-problem file.
@@ -144,14 +140,14 @@ def test_seed_is_structurally_valid() -> None:
     }
 
 
-def test_seed_lint_reports_only_the_planned_policies() -> None:
+def test_seed_lint_reports_only_the_missing_key() -> None:
     lines = lint(SEED.read_text(encoding="utf-8"), env={}, filename="seed.yaml")
-    assert lines == [SEED_KEY_WARNING, *SEED_ERRORS]
+    assert lines == [SEED_KEY_WARNING]
 
 
-def test_seed_lint_with_the_key_set_has_no_warning() -> None:
+def test_seed_lint_with_the_key_set_is_clean() -> None:
     lines = lint(SEED.read_text(encoding="utf-8"), {"OPENAI_API_KEY": "sk-x"}, filename="seed.yaml")
-    assert lines == SEED_ERRORS
+    assert lines == []
 
 
 def test_seed_pii_detector_options_are_accepted() -> None:
@@ -165,14 +161,13 @@ def test_seed_pii_detector_options_are_accepted() -> None:
     assert loaded.policy_options == {"pii-detector": PIIOptions(action="redact")}
 
 
-def test_seed_is_refused_at_start_with_the_same_errors() -> None:
-    with pytest.raises(ConfigError) as info:
-        load_config(SEED, env={})
-    assert info.value.filename == str(SEED)
-    assert all(p.severity == "error" for p in info.value.problems)
-    assert str(info.value).splitlines() == [
-        line.replace("seed.yaml", str(SEED), 1) for line in SEED_ERRORS
-    ]
+def test_seed_loads_at_start_with_every_policy() -> None:
+    loaded = load_config(SEED, env={})
+    assert loaded.filename == str(SEED)
+    assert loaded.policy_options == {
+        "pii-detector": PIIOptions(action="redact"),
+        "audit-logger": AuditOptions(retention_days=30),
+    }
 
 
 # -- a file with every kind of problem -------------------------------------------------------
@@ -217,15 +212,15 @@ BAD_EVERYTHING_REPORT = [
     "bad.yaml:46: $.providers.targets[8].model: duplicate key",
     "bad.yaml:48: $.policies.chain[3]: expected `str`; got `int`",
     "bad.yaml:48: $.policies.chain[1]: unknown policy 'no-such-policy'; "
-    "expected one of pii-detector, prompt-injection, audit-logger",
+    "expected one of audit-logger, pii-detector, prompt-injection",
     "bad.yaml:48: $.policies.chain[4]: policy 'pii-detector' appears twice in the chain",
     "bad.yaml:49: $.policies.order: unknown key; expected one of chain",
     "bad.yaml:51: $.policy.pii-detector: placeholder must not contain double quotes, "
     "backslashes or angle brackets",
-    "bad.yaml:52: $.policy.audit-logger: policy 'audit-logger' is not yet available in this "
-    "release; available: pii-detector, prompt-injection",
+    "bad.yaml:52: warning: $.policy.audit-logger: options for policy 'audit-logger', which is "
+    "not in policies.chain",
     "bad.yaml:53: $.policy.spellcheck: unknown policy 'spellcheck'; "
-    "expected one of pii-detector, prompt-injection, audit-logger",
+    "expected one of audit-logger, pii-detector, prompt-injection",
     f"bad.yaml:54: $.extras: unknown key; expected one of {TOP_KEYS}",
 ]
 
@@ -266,7 +261,7 @@ def test_bad_everything_at_start_raises_with_the_errors_only() -> None:
             MINIMAL + "gateway:\n  hots: 127.0.0.1\n",
             [
                 "c.yaml:5: $.gateway.hots: unknown key; expected one of host, port, "
-                "max_body_bytes, log_level, drain_timeout"
+                "max_body_bytes, log_level, drain_timeout, instance"
             ],
             id="unknown-nested-key",
         ),

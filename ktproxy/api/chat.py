@@ -9,6 +9,7 @@ stream filter in the chain, upstream bytes are written on without being parsed.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import msgspec
@@ -16,10 +17,20 @@ import orjson
 from aiohttp import web
 
 from ktproxy.api.stream_rewriter import StreamRewriter
-from ktproxy.context import RequestContext
-from ktproxy.errors import GatewayError, bad_request, model_not_found, payload_too_large
+from ktproxy.consumers import Group
+from ktproxy.context import Decision, RequestContext
+from ktproxy.errors import (
+    GatewayError,
+    bad_request,
+    model_not_allowed,
+    model_not_found,
+    payload_too_large,
+    rate_limited,
+    unauthorized,
+)
 from ktproxy.errors import policy_violation as violation_error
 from ktproxy.policies.base import PolicyViolation
+from ktproxy.policies.chain import CompiledChain
 from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
 from ktproxy.providers.registry import NETWORKED
 from ktproxy.runtime import Runtime
@@ -92,8 +103,19 @@ def _client_key(request: web.Request) -> str | None:
     return None if value.lower() in PLACEHOLDER_KEYS else value
 
 
-def _upstream_key(request: web.Request, provider: Provider) -> str | None:
-    key = _client_key(request) if provider.target.client_key == "forward" else None
+def _bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization")
+    if auth is None:
+        return None
+    scheme, _, value = auth.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _upstream_key(
+    request: web.Request, provider: Provider, bearer_is_gateway_key: bool
+) -> str | None:
+    forward = provider.target.client_key == "forward" and not bearer_is_gateway_key
+    key = _client_key(request) if forward else None
     key = key or provider.api_key
     if key is None and provider.kind in NETWORKED:
         ref = provider.target.secret_key_ref
@@ -147,29 +169,37 @@ async def _chat_completions(request: web.Request, request_id: str) -> web.Stream
     runtime = state.runtime
     if runtime is None:
         raise GatewayError(503, "The gateway is not ready.", type="server_error")
-    _check_content_type(request)
-    raw = await read_body(request, runtime.max_body_bytes)
-    try:
-        head = request_head_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise _decode_error(exc) from None
-    route = runtime.router.resolve(head.model)
-    if route is None:
-        raise model_not_found(head.model)
-    provider = route.provider
-    ctx = RequestContext(
-        request_id=request_id,
-        endpoint="chat.completions",
-        raw_body=raw,
-        model=head.model,
-        stream=bool(head.stream),
-        target_id=provider.target.id,
-        provider=provider.kind,
-        upstream_model=route.upstream_model,
-    )
+    identity = runtime.consumers.identify(request.headers.get("x-kt-api-key"), _bearer(request))
+    group = identity.group
+    ctx = RequestContext(request_id, "chat.completions", b"", "", False)
+    chain = (group or runtime.consumers.default).chain
     state.inflight += 1
     try:
-        return await _exchange(request, runtime, provider, ctx)
+        if group is None:
+            raise unauthorized(identity.presented)
+        ctx.consumer = group.id
+        _check_content_type(request)
+        ctx.raw_body = await read_body(request, runtime.max_body_bytes)
+        try:
+            head = request_head_decoder.decode(ctx.raw_body)
+        except msgspec.DecodeError as exc:
+            raise _decode_error(exc) from None
+        ctx.model, ctx.stream = head.model, bool(head.stream)
+        route = runtime.router.resolve(head.model)
+        if route is None:
+            raise model_not_found(head.model)
+        provider = route.provider
+        ctx.target_id, ctx.provider = provider.target.id, provider.kind
+        ctx.upstream_model = route.upstream_model
+        if not group.allows(head.model, (provider.target.id, route.upstream_model)):
+            raise model_not_allowed(head.model, group.id)
+        if group.limits is not None:
+            refusal = await runtime.limiter.admit(group.id, group.limits)
+            if refusal is not None:
+                raise rate_limited(group.id, refusal.kind, refusal.limit, refusal.retry_after)
+        return await _exchange(
+            request, runtime, group, provider, ctx, identity.bearer_is_gateway_key
+        )
     except GatewayError as exc:
         ctx.status, ctx.error_code = exc.status, exc.code
         raise
@@ -178,19 +208,36 @@ async def _chat_completions(request: web.Request, request_id: str) -> web.Stream
         raise
     finally:
         state.inflight -= 1
-        if runtime.chain.has_complete_hooks:
-            await runtime.chain.run_complete(ctx)
+        if group is not None and group.limits is not None and ctx.usage:
+            tokens = ctx.usage.get("total_tokens")
+            if isinstance(tokens, int):
+                await runtime.limiter.spend_tokens(group.id, group.limits, tokens)
+        if chain.has_complete_hooks:
+            await chain.run_complete(ctx)
+
+
+def _needs_usage(group: Group) -> bool:
+    """Usage must be read from responses (audit records, token limits)."""
+    return group.chain.has_complete_hooks or (
+        group.limits is not None and group.limits.tokens_per_minute is not None
+    )
 
 
 async def _exchange(
-    request: web.Request, runtime: Runtime, provider: Provider, ctx: RequestContext
+    request: web.Request,
+    runtime: Runtime,
+    group: Group,
+    provider: Provider,
+    ctx: RequestContext,
+    bearer_is_gateway_key: bool,
 ) -> web.StreamResponse:
-    chain = runtime.chain
-    api_key = _upstream_key(request, provider)
+    chain = group.chain
+    api_key = _upstream_key(request, provider, bearer_is_gateway_key)
     if chain.has_request_hooks:
         try:
             await chain.run_request(ctx)
         except PolicyViolation as exc:
+            _note_block(ctx, exc)
             raise violation_error(exc.policy, exc.code, exc.message) from None
     if ctx.upstream_model != ctx.model:
         ctx.body["model"] = ctx.upstream_model
@@ -203,23 +250,34 @@ async def _exchange(
         request_id=ctx.request_id,
         headers={k: h for k in FORWARD_HEADERS if (h := request.headers.get(k))},
     )
+    sent = time.perf_counter()
     upstream = await provider.chat(call)
+    ctx.upstream_ms = round((time.perf_counter() - sent) * 1000, 3)
     try:
         if ctx.stream and upstream.status == 200 and upstream.is_event_stream:
-            return await _relay_stream(request, runtime, upstream, ctx)
-        return await _whole_response(runtime, upstream, ctx)
+            return await _relay_stream(request, chain, upstream, ctx)
+        return await _whole_response(chain, upstream, ctx, _needs_usage(group))
     finally:
         upstream.close()
 
 
+def _note_block(ctx: RequestContext, violation: PolicyViolation) -> None:
+    """The blocking policy's decision carries the code the client saw."""
+    for decision in reversed(ctx.decisions):
+        if decision.policy == violation.policy:
+            decision.action, decision.code = "block", decision.code or violation.code
+            return
+    ctx.decisions.append(Decision(violation.policy, "block", violation.code))
+
+
 async def _whole_response(
-    runtime: Runtime, upstream: UpstreamResponse, ctx: RequestContext
+    chain: CompiledChain, upstream: UpstreamResponse, ctx: RequestContext, needs_usage: bool
 ) -> web.Response:
     body = await upstream.read()
     status = upstream.status
     if status >= 400:
         body = _error_body(body, status)
-    elif runtime.chain.has_response_hooks:
+    elif chain.has_response_hooks or needs_usage:
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -229,11 +287,15 @@ async def _whole_response(
                 type="upstream_error",
                 code="upstream_bad_response",
             ) from None
-        try:
-            if await runtime.chain.run_response(ctx, obj):
-                body = orjson.dumps(obj)
-        except PolicyViolation as v:
-            raise violation_error(v.policy, v.code, v.message) from None
+        if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+            ctx.usage = obj["usage"]
+        if chain.has_response_hooks and isinstance(obj, dict):
+            try:
+                if await chain.run_response(ctx, obj):
+                    body = orjson.dumps(obj)
+            except PolicyViolation as v:
+                _note_block(ctx, v)
+                raise violation_error(v.policy, v.code, v.message) from None
     ctx.status = status
     return web.Response(
         status=status,
@@ -244,7 +306,7 @@ async def _whole_response(
 
 
 async def _relay_stream(
-    request: web.Request, runtime: Runtime, upstream: UpstreamResponse, ctx: RequestContext
+    request: web.Request, chain: CompiledChain, upstream: UpstreamResponse, ctx: RequestContext
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=_response_headers(upstream, ctx.request_id))
     response.content_type = "text/event-stream"
@@ -253,16 +315,23 @@ async def _relay_stream(
     response.headers["X-Accel-Buffering"] = "no"
     await response.prepare(request)
     ctx.status = 200
-    rewriter = StreamRewriter(runtime.chain, ctx) if runtime.chain.has_stream_filters else None
+    rewriter = StreamRewriter(chain, ctx) if chain.has_stream_filters else None
+    first = True
     try:
         if rewriter is None:
             async for data in upstream.chunks():
                 await response.write(data)
+                if first:
+                    first = False
+                    ctx.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
         else:
             async for data in upstream.chunks():
                 out = rewriter.feed(data)
                 if out:
                     await response.write(out)
+                    if first:
+                        first = False
+                        ctx.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
             tail = rewriter.finish()
             if tail:
                 await response.write(tail)
@@ -271,6 +340,7 @@ async def _relay_stream(
         await response.write(data_event(orjson.dumps({"error": exc.error_object()})))
     except PolicyViolation as v:
         ctx.error_code = v.code
+        _note_block(ctx, v)
         err = violation_error(v.policy, v.code, v.message)
         await response.write(data_event(orjson.dumps({"error": err.error_object()})))
     await response.write_eof()

@@ -21,9 +21,12 @@ Hooks, in the order they fire:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import msgspec
+
+if TYPE_CHECKING:
+    from ktproxy.policies.resources import PolicyResources
 
 
 class NoOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -71,6 +74,13 @@ class Policy:
 
     def __init__(self, options: Any) -> None:
         self.options = options
+
+    async def start(self, resources: PolicyResources) -> None:
+        """Acquire long-lived resources (writers, connections) before serving. Called
+        once per runtime for each distinct policy instance; most policies need none."""
+
+    async def close(self) -> None:
+        """Release what `start` acquired; called when the runtime is retired."""
 
     def enabled_hooks(self) -> frozenset[str]:
         """The hooks this instance uses: every hook its class defines, unless its

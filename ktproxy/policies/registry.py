@@ -7,6 +7,7 @@ instead of calling them unknown.
 
 from __future__ import annotations
 
+from ktproxy.policies.audit_logger import AuditLogger
 from ktproxy.policies.base import Policy
 from ktproxy.policies.pii_detector import PIIDetector
 from ktproxy.policies.prompt_injection import PromptInjection
@@ -14,10 +15,11 @@ from ktproxy.policies.prompt_injection import PromptInjection
 POLICIES: dict[str, type[Policy]] = {
     PromptInjection.name: PromptInjection,
     PIIDetector.name: PIIDetector,
+    AuditLogger.name: AuditLogger,
 }
 
 # Part of the product's config format, not yet implemented in this release.
-PLANNED: frozenset[str] = frozenset({"audit-logger"})
+PLANNED: frozenset[str] = frozenset()
 
 
 def register(cls: type[Policy]) -> type[Policy]:

@@ -1,0 +1,136 @@
+"""The admin API under `/v1/kt/`: audit events for the console and for operators.
+
+Protected by the admin key of the config (`admin.key`), sent as the bearer token or
+as `x-kt-admin-key`; without a configured key the admin API answers 404. Reads go
+through the same store `kt audit query` opens, in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ktproxy.audit.sink import Page, Query
+from ktproxy.audit.store import audit_options, check_cursor, open_sinks, parse_time, query_sinks
+from ktproxy.consumers import key_digest
+from ktproxy.errors import GatewayError, bad_request
+from ktproxy.runtime import Runtime
+from ktproxy.state import STATE
+
+MAX_LIMIT = 1000
+
+
+def _runtime(request: web.Request) -> Runtime:
+    runtime = request.app[STATE].runtime
+    if runtime is None:
+        raise GatewayError(503, "The gateway is not ready.", type="server_error")
+    if runtime.admin_key is None:
+        raise GatewayError(
+            404,
+            "The admin API is disabled: set admin.key in the policy config.",
+            type="invalid_request_error",
+            code="admin_disabled",
+        )
+    presented = request.headers.get("x-kt-admin-key")
+    if presented is None:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        presented = value.strip() if scheme.lower() == "bearer" else None
+    if not presented or not hmac.compare_digest(
+        key_digest(presented).encode(), runtime.admin_key.encode()
+    ):
+        raise GatewayError(
+            401, "A valid admin key is required.", type="invalid_request_error",
+            code="invalid_admin_key",
+        )  # fmt: skip
+    return runtime
+
+
+def _flag(value: str, name: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise bad_request(f"`{name}` must be true or false; got {value!r}", param=name)
+
+
+def query_from(params: Any) -> Query:
+    """A `Query` from URL parameters; 400 on a bad value."""
+    fields: dict[str, Any] = {}
+    for name in ("consumer", "model", "target", "decision", "request_id", "cursor"):
+        if params.get(name):
+            fields[name] = params[name]
+    for name in ("since", "until"):
+        if params.get(name):
+            try:
+                fields[name] = parse_time(params[name])
+            except ValueError as exc:
+                raise bad_request(str(exc), param=name) from None
+    if params.get("status"):
+        try:
+            fields["status"] = int(params["status"])
+        except ValueError:
+            raise bad_request("`status` must be an HTTP status code", param="status") from None
+    if params.get("streamed"):
+        fields["streamed"] = _flag(params["streamed"], "streamed")
+    if params.get("limit"):
+        try:
+            limit = int(params["limit"])
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_LIMIT:
+            raise bad_request(f"`limit` must be 1..{MAX_LIMIT}", param="limit")
+        fields["limit"] = limit
+    try:
+        check_cursor(fields.get("cursor"))
+    except ValueError:
+        raise bad_request("`cursor` is not a cursor of this API", param="cursor") from None
+    return Query(**fields)
+
+
+def _read(runtime: Runtime, query: Query) -> Page:
+    options = audit_options(runtime.loaded)
+    if options is None:
+        raise GatewayError(
+            404,
+            "No audit store: audit-logger is not in any policy chain.",
+            type="invalid_request_error",
+            code="audit_disabled",
+        )
+    sinks = open_sinks(options)
+    try:
+        return query_sinks(sinks, query) if sinks else Page()
+    finally:
+        for sink in sinks:
+            sink.close()
+
+
+async def list_events(request: web.Request) -> web.Response:
+    """`GET /v1/kt/events`: audit records, newest first, filtered, one page."""
+    runtime = _runtime(request)
+    page = await asyncio.to_thread(_read, runtime, query_from(request.query))
+    body = {
+        "object": "list",
+        "data": msgspec.to_builtins(page.records),
+        "next_cursor": page.next_cursor,
+        "has_more": page.next_cursor is not None,
+    }
+    return web.json_response(body, dumps=lambda o: msgspec.json.encode(o).decode())
+
+
+async def get_event(request: web.Request) -> web.Response:
+    """`GET /v1/kt/events/{id}`: one exchange's record."""
+    runtime = _runtime(request)
+    query = Query(request_id=request.match_info["id"], limit=1)
+    page = await asyncio.to_thread(_read, runtime, query)
+    if not page.records:
+        raise GatewayError(
+            404, "No audit record with this id.", type="invalid_request_error",
+            code="event_not_found",
+        )  # fmt: skip
+    return web.json_response(
+        msgspec.to_builtins(page.records[0]), dumps=lambda o: msgspec.json.encode(o).decode()
+    )

@@ -1,0 +1,51 @@
+"""Long-lived resources that policies share within one runtime.
+
+Several consumer groups may each have an `audit-logger` in their chain; they must
+all feed one writer per sink, or two writers would interleave one hash chain. The
+runtime owns one `PolicyResources`, hands it to every policy's `start`, and closes
+it (draining the audit queues) when the runtime is retired.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+
+from ktproxy.audit.writer import AuditWriter
+
+
+def default_instance() -> str:
+    """This process's name in audit chains: host name and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class PolicyResources:
+    """Writers (and later connections) shared by the policies of one runtime."""
+
+    def __init__(self, instance: str | None = None) -> None:
+        self.instance = instance or default_instance()
+        self._writers: dict[tuple[str, str], AuditWriter] = {}
+
+    async def audit_writer(
+        self, kind: str, path: str, make: Callable[[], AuditWriter]
+    ) -> AuditWriter:
+        """The started writer of sink `kind` at `path`, made by `make` the first time."""
+        key = (kind, os.path.abspath(path))
+        writer = self._writers.get(key)
+        if writer is None:
+            writer = make()
+            await writer.start()
+            self._writers[key] = writer
+        return writer
+
+    @property
+    def audit_writers(self) -> list[AuditWriter]:
+        """Every audit writer (for metrics and admin endpoints)."""
+        return list(self._writers.values())
+
+    async def close(self) -> None:
+        """Drain and close every writer."""
+        writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            await writer.close()

@@ -34,7 +34,8 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## sanitize: the C scanner built with ASan + UBSan (in a copy), running the scan tests
+## sanitize: the C extension built with ASan + UBSan (in a copy), running the tests of its
+## functions: the scan tests and those of the streaming fast path (chunk_text, splice_text)
 sanitize: $(STAMP)
 	rm -rf $(SANITIZE_DIR) && mkdir -p $(SANITIZE_DIR)
 	cp -r ktproxy ext tests setup.py pyproject.toml README.md $(SANITIZE_DIR)/
@@ -42,7 +43,8 @@ sanitize: $(STAMP)
 	cd $(SANITIZE_DIR) && KTPROXY_SANITIZE=1 CI=true $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
 	cd $(SANITIZE_DIR) && CI=true LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/scan
+	  $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/scan tests/wire \
+	  tests/api/test_stream_rewriter.py
 
 ## fuzz: differential fuzzing, C scanner vs the Python reference (FUZZ_SECONDS=20)
 fuzz: $(STAMP)

@@ -25,6 +25,7 @@
 #endif
 
 #include "normalize.h"
+#include "stream.h"
 
 /* Kind numbers: the index of each name in ktproxy/scan/kinds.py KINDS. */
 enum {
@@ -1603,6 +1604,9 @@ static PyMethodDef ktscan_methods[] = {
     {"normalize", ktscan_normalize, METH_O, ktscan_normalize_doc},
     {"normalize_with_offsets", ktscan_normalize_with_offsets, METH_O,
      ktscan_normalize_with_offsets_doc},
+    {"chunk_text", ktscan_chunk_text, METH_O, ktscan_chunk_text_doc},
+    {"splice_text", (PyCFunction)(void (*)(void))ktscan_splice_text, METH_FASTCALL,
+     ktscan_splice_text_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,10 +2,12 @@
 
 atheris instruments the reference (the C code mirrors its structure, so the
 reference's coverage is a good guide to the C code's paths) and every input is
-checked three ways: C == Python; the stream redactor fed the text in fuzzer-chosen
+checked four ways: C == Python; the stream redactor fed the text in fuzzer-chosen
 pieces equals whole-text redaction; the C normaliser and the Python fast path equal
-the reference normaliser, offsets included. Any difference or exception is a crash
-that atheris saves.
+the reference normaliser, offsets included; the streaming fast path (`chunk_text`,
+`splice_text`) reads the input's bytes, as an event and spliced into a chunk, as
+the reference does or declines them, and reads a chunk carrying the text exactly
+as the reference does. Any difference or exception is a crash that atheris saves.
 
     python fuzz/fuzz_scan.py -max_total_time=20        # a bounded run (CI)
     python fuzz/fuzz_scan.py -runs=1 fuzz/crashes/*    # replay saved inputs
@@ -17,11 +19,14 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["ktproxy.scan"]):
+with atheris.instrument_imports(include=["ktproxy.scan", "ktproxy.wire.chunk_text"]):
     from ktproxy.scan import redactor as redactor_module
     from ktproxy.scan import reference
     from ktproxy.scan.kinds import ALL_KINDS, KINDS
     from ktproxy.scan.normalizer import normalize_py, normalize_with_offsets_py
+    from ktproxy.wire.chunk_text import chunk_text_py, splice_text_py
+
+import orjson
 
 from ktproxy import _ktscan
 
@@ -31,8 +36,35 @@ SEEDS = (
 )
 
 
+CHUNK_HEAD = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
+    b'"choices":[{"index":0,"delta":{"content":'
+)
+CHUNK_TAIL = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+
+
 def tag(value: str, kind: int) -> str:
     return f"[{KINDS[kind]}]"
+
+
+def check_chunk_text(data: bytes, text: str) -> None:
+    """C reads what the reference reads, or declines; never crashes, never differs."""
+    for event in (
+        b"data: " + data + b"\n\n",
+        CHUNK_HEAD + data + CHUNK_TAIL,
+        CHUNK_HEAD + orjson.dumps(text) + CHUNK_TAIL,
+    ):
+        got = _ktscan.chunk_text(event)
+        expected = chunk_text_py(event)
+        if got is not None and got != expected:
+            raise AssertionError(f"chunk_text: C {got!r} != Python {expected!r} for {event!r}")
+    if got is None:  # a plain chunk carrying the text
+        raise AssertionError(f"chunk_text declined a plain chunk: {event!r}")
+    start, end = (got[2], got[3]) if got[2] >= 0 else (len(CHUNK_HEAD), len(CHUNK_HEAD))
+    if _ktscan.splice_text(event, start, end, text[::-1]) != splice_text_py(
+        event, start, end, text[::-1]
+    ):
+        raise AssertionError(f"splice_text differs for {text!r}")
 
 
 def test_one_input(data: bytes) -> None:
@@ -60,6 +92,8 @@ def test_one_input(data: bytes) -> None:
     whole = redactor_module.redact_text(text, mask, tag)
     if "".join(out) != whole:
         raise AssertionError(f"stream {''.join(out)!r} != whole {whole!r} for {text!r}")
+
+    check_chunk_text(data, text)
 
     reference_norm = normalize_with_offsets_py(text)
     if _ktscan.normalize_with_offsets(text) != reference_norm:

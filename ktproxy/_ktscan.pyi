@@ -48,3 +48,22 @@ def normalize_with_offsets(text: str, /) -> tuple[str, list[int]]:
     `ktproxy.scan.normalizer.normalize_with_offsets_py` gives them: `offsets[i]` is the
     index in `text` of the character that output character `i` comes from.
     """
+
+def chunk_text(event: bytes, /) -> tuple[int, str, int, int] | None:
+    """The text delta of a plain one-choice chunk event, as
+    `ktproxy.wire.chunk_text.chunk_text_py` gives it, or None.
+
+    Returns `(index, text, start, end)`: the choice index, the delta's text ("" when it
+    has none) and, when `start >= 0`, the span of the text's JSON string in `event`
+    that `splice_text` may replace. Stricter than the reference: it may return None
+    where the reference returns a view, never the reverse, and otherwise returns the
+    same view. `event` must be `bytes` (a subclass is fine), else `TypeError`; any
+    content is safe: invalid UTF-8 or truncated JSON gives None.
+    """
+
+def splice_text(event: bytes, start: int, end: int, text: str, /) -> bytes | None:
+    """`event[:start] + orjson.dumps(text) + event[end:]`, exactly as
+    `ktproxy.wire.chunk_text.splice_text_py` gives it: None when `text` holds a
+    surrogate (orjson refuses those), `ValueError` unless
+    `0 <= start <= end <= len(event)`, `TypeError` for arguments of other types.
+    """

@@ -242,6 +242,18 @@ async def _exchange(
     if ctx.upstream_model != ctx.model:
         ctx.body["model"] = ctx.upstream_model
         ctx.mark_body_changed()
+    strip_usage = False
+    if ctx.stream and _needs_usage(group):
+        options = ctx.body.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage")):
+            # Usage is needed (audit, token limits): ask for the final usage chunk, which
+            # the rewriter reads and does not pass on to a client that did not ask.
+            ctx.body["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+            ctx.mark_body_changed()
+            strip_usage = True
     body = orjson.dumps(ctx.body) if ctx.body_changed else ctx.raw_body
     call = UpstreamCall(
         body=body,
@@ -255,7 +267,9 @@ async def _exchange(
     ctx.upstream_ms = round((time.perf_counter() - sent) * 1000, 3)
     try:
         if ctx.stream and upstream.status == 200 and upstream.is_event_stream:
-            return await _relay_stream(request, chain, upstream, ctx)
+            return await _relay_stream(
+                request, chain, upstream, ctx, _needs_usage(group), strip_usage
+            )
         return await _whole_response(chain, upstream, ctx, _needs_usage(group))
     finally:
         upstream.close()
@@ -306,7 +320,12 @@ async def _whole_response(
 
 
 async def _relay_stream(
-    request: web.Request, chain: CompiledChain, upstream: UpstreamResponse, ctx: RequestContext
+    request: web.Request,
+    chain: CompiledChain,
+    upstream: UpstreamResponse,
+    ctx: RequestContext,
+    needs_usage: bool,
+    strip_usage: bool,
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=_response_headers(upstream, ctx.request_id))
     response.content_type = "text/event-stream"
@@ -315,7 +334,9 @@ async def _relay_stream(
     response.headers["X-Accel-Buffering"] = "no"
     await response.prepare(request)
     ctx.status = 200
-    rewriter = StreamRewriter(chain, ctx) if chain.has_stream_filters else None
+    # Without stream filters the bytes go on unparsed, unless usage must be read.
+    parse = chain.has_stream_filters or needs_usage
+    rewriter = StreamRewriter(chain, ctx, strip_usage) if parse else None
     first = True
     try:
         if rewriter is None:

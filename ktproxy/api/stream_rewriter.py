@@ -1,12 +1,18 @@
 """Applies the policies' per-choice stream filters to an OpenAI chunk stream.
 
-The per-chunk hot path. Each upstream SSE event is decoded into a `ChunkView`
-(msgspec reads only `choices[].delta.content` and `finish_reason`); its text deltas
-go through the filter of their choice. When no filter changed or held back anything,
-the event's original bytes go on as they came — no re-encoding. Otherwise the event
-is re-encoded with the filtered text. Held-back text is flushed into the chunk that
-carries the choice's `finish_reason`, and whatever is still held at `[DONE]` (or at
-the end of a stream without one) goes out in a chunk of its own before it.
+The per-chunk hot path. Nearly every event is a plain one-choice text delta:
+`chunk_text` (C when built) reads its text and where its JSON string sits, the
+text goes through the choice's filter, and `splice_text` writes the filtered text
+into that place — every other byte kept. A read holding exactly one such event
+(the usual case) does not even go through the SSE parser. Any other event is
+decoded into a `ChunkView` (msgspec reads only `choices[].delta.content`,
+`tool_calls` and `finish_reason`) and its text deltas go through the filter of
+their choice. When no filter changed or held back anything, the event's original
+bytes go on as they came — no re-encoding; otherwise the text is spliced in where
+that can be done exactly, else the event is re-encoded. Held-back text is flushed
+into the chunk that carries the choice's `finish_reason`, and whatever is still
+held at `[DONE]` (or at the end of a stream without one) goes out in a chunk of
+its own before it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import orjson
 from ktproxy.context import RequestContext
 from ktproxy.policies.base import StreamFilter
 from ktproxy.policies.chain import CompiledChain
+from ktproxy.wire.chunk_text import ChunkText, chunk_text, content_span, splice_text
 from ktproxy.wire.openai import chunk_decoder
 from ktproxy.wire.sse import DONE, SSEParser, data_event, event_data
 
@@ -28,20 +35,45 @@ _CONTENT = -1  # filter key of a choice's text; tool calls use their own index
 class StreamRewriter:
     """Stateful filter of one streamed response."""
 
-    __slots__ = ("_chain", "_ctx", "_parser", "_filters", "_open", "_last", "_tools")
+    __slots__ = (
+        "_chain",
+        "_ctx",
+        "_parser",
+        "_filters",
+        "_open",
+        "_last",
+        "_tools",
+        "_text_index",
+        "_text_filter",
+        "_strip_usage",
+    )
 
-    def __init__(self, chain: CompiledChain, ctx: RequestContext) -> None:
+    def __init__(
+        self, chain: CompiledChain, ctx: RequestContext, strip_usage: bool = False
+    ) -> None:
         self._chain = chain
         self._ctx = ctx
+        # The gateway asked for the usage chunk (audit, token limits) and the client did
+        # not: it is read into `ctx.usage` and not sent on.
+        self._strip_usage = strip_usage
         self._parser = SSEParser()
         # (choice index, _CONTENT or tool-call index) -> filter
         self._filters: dict[tuple[int, int], StreamFilter | None] = {}
         self._open: set[tuple[int, int]] = set()  # filters that may still hold text
-        self._last: tuple[str, int, str] = ("", 0, "")
+        # The last event with choices: its id, created and model name the flush chunk.
+        self._last = b""
         self._tools = chain.has_tool_args_filters
+        # The text filter of the choice last seen on the fast path (one lookup saved).
+        self._text_index: int | None = None
+        self._text_filter: StreamFilter | None = None
 
     def feed(self, data: bytes) -> bytes:
         """Bytes to send to the client for the upstream bytes `data` (may be empty)."""
+        if self._parser.idle:
+            # One whole plain text event, the parser would return it unchanged.
+            view = chunk_text(data)
+            if view is not None:
+                return self._text(data, view)
         events = self._parser.feed(data)
         if not events:
             return b""
@@ -66,7 +98,34 @@ class StreamRewriter:
                 self._open.add(key)
             return f
 
+    def _text(self, event: bytes, view: ChunkText) -> bytes:
+        """A plain one-choice text event (what the general path below does with one)."""
+        self._last = event
+        index, text, start, end = view
+        if not text:
+            return event
+        if index == self._text_index:
+            f = self._text_filter
+        else:
+            f = self._text_filter = self._filter_for((index, _CONTENT))
+            self._text_index = index
+        if f is None:
+            return event
+        out = f.feed(text)
+        if out == text:
+            return event
+        if start >= 0:
+            spliced = splice_text(event, start, end, out)
+            if spliced is not None:
+                return spliced
+        obj = orjson.loads(event_data(event) or b"")
+        _delta(obj["choices"][0])["content"] = out
+        return data_event(orjson.dumps(obj))
+
     def _event(self, event: bytes) -> bytes:
+        view = chunk_text(event)
+        if view is not None:
+            return self._text(event, view)
         data = event_data(event)
         if data is None:
             return event  # comments, retry hints, events without data
@@ -74,31 +133,15 @@ class StreamRewriter:
             return self._flush_all() + event
         try:
             chunk = chunk_decoder.decode(data)
-        except msgspec.DecodeError:
-            return event  # not a chunk we understand (e.g. an upstream error object)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return self._opaque(event, data)  # e.g. an upstream error object
+        if chunk.usage is not None:
+            self._ctx.usage = chunk.usage
         if not chunk.choices:
-            return event
-        self._last = (chunk.id, chunk.created, chunk.model)
-        if len(chunk.choices) == 1:
-            # Fast path, nearly every event: one choice, a text delta, nothing else.
-            choice = chunk.choices[0]
-            delta = choice.delta
-            if delta is not None and delta.tool_calls is None and choice.finish_reason is None:
-                text = delta.content
-                if not text:
-                    return event
-                f = self._filter_for((choice.index, _CONTENT))
-                if f is None:
-                    return event
-                out = f.feed(text)
-                if out == text:
-                    return event
-                spliced = _splice_content(data, text, out)
-                if spliced is not None:
-                    return spliced
-                obj = orjson.loads(data)
-                _delta(obj["choices"][0])["content"] = out
-                return data_event(orjson.dumps(obj))
+            if chunk.usage is not None:  # the usage chunk: numbers only
+                return b"" if self._strip_usage else event
+            return self._opaque(event, data)  # e.g. {"error": {...}}: no choices, but text
+        self._last = event
         texts: dict[int, str] | None = None  # choice position -> new delta.content
         args: dict[tuple[int, int], str] | None = None  # (choice pos, call pos) -> arguments
         held_args: dict[int, dict[int, str]] | None = None  # choice pos -> flushed calls
@@ -140,9 +183,13 @@ class StreamRewriter:
             return event
         if args is None and held_args is None and texts is not None and len(chunk.choices) == 1:
             old = chunk.choices[0].delta
-            spliced = _splice_content(data, old.content if old is not None else None, texts[0])
-            if spliced is not None:
-                return spliced
+            old_text = old.content if old is not None else None
+            if old_text:
+                start, end = content_span(data, old_text)
+                if start >= 0:
+                    spliced = splice_text(data, start, end, texts[0])
+                    if spliced is not None:
+                        return data_event(spliced)
         obj = orjson.loads(data)
         choices = obj["choices"]
         for pos, text in (texts or {}).items():
@@ -158,6 +205,17 @@ class StreamRewriter:
                 existing.append({"index": index, "function": {"arguments": fragment}})
             delta_obj["tool_calls"] = existing
         return data_event(orjson.dumps(obj))
+
+    def _opaque(self, event: bytes, data: bytes) -> bytes:
+        """An event that is not a chunk (an error object, malformed JSON): the stream
+        filters see its whole text at once, so what they would hide in a chunk they
+        hide here too (a PII value in an upstream error message is redacted)."""
+        f = self._chain.stream_filter(self._ctx, -1)
+        if f is None:
+            return event
+        text = data.decode("utf-8", "replace")
+        out = f.feed(text) + f.flush()
+        return event if out == text else data_event(out.encode("utf-8"))
 
     def _flush_choice(self, index: int) -> tuple[str, dict[int, str]]:
         """Flush every open filter of one choice: (held text, {call index: held args})."""
@@ -194,7 +252,10 @@ class StreamRewriter:
                 )
         if not pieces:
             return b""
-        ident, created, model = self._last
+        ident, created, model = "", 0, ""
+        if self._last:  # an event decoded before: it decodes again
+            head = chunk_decoder.decode(event_data(self._last) or b"")
+            ident, created, model = head.id, head.created, head.model
         chunk = {
             "id": ident,
             "object": "chat.completion.chunk",
@@ -210,28 +271,3 @@ def _delta(choice: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(delta, dict):
         delta = choice["delta"] = {}
     return delta
-
-
-_CONTENT_KEY = b'"content":'
-
-
-def _splice_content(data: bytes, old: str | None, text: str) -> bytes | None:
-    """The event with its one `delta.content` string replaced in place, or None.
-
-    Re-encoding a whole chunk costs more than the policies themselves; when the old
-    content's JSON encoding directly follows the only `"content":` key, swapping
-    those bytes gives the same event the re-encoder would, every other byte kept.
-    """
-    if not old:
-        return None
-    key = data.find(_CONTENT_KEY)
-    if key < 0 or data.rfind(_CONTENT_KEY) != key:
-        return None
-    value = key + len(_CONTENT_KEY)
-    encoded = orjson.dumps(old)
-    if not data.startswith(encoded, value):
-        if data[value : value + 1] != b" " or not data.startswith(encoded, value + 1):
-            return None
-        value += 1
-    end = value + len(encoded)
-    return b"data: " + data[:value] + orjson.dumps(text) + data[end:] + b"\n\n"

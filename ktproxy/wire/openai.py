@@ -64,6 +64,8 @@ class ChunkView(Struct):
     created: int = 0
     model: str = ""
     choices: list[ChoiceView] = []
+    # The last chunk of a stream asked for with `stream_options.include_usage`.
+    usage: dict[str, Any] | None = None
 
 
 request_head_decoder = msgspec.json.Decoder(ChatRequestHead)

@@ -19,6 +19,11 @@ class SSEParser:
         self._crlf = False  # set once the stream showed a CR: line ends are normalised
         self._cr = b""  # a trailing CR whose LF may arrive with the next read
 
+    @property
+    def idle(self) -> bool:
+        """No bytes of an unfinished event are held: the next read starts a new event."""
+        return not (self._buf or self._cr)
+
     def feed(self, data: bytes) -> list[bytes]:
         """Events completed by `data`, in order; a partial event is kept for later."""
         if self._crlf or b"\r" in data:

@@ -262,3 +262,52 @@ def test_kt_audit_query_verify_purge_and_tail(
     time.sleep(1.0)
     out = runner.invoke(main, ["audit", "purge", "-c", str(config), "--days", "0.00001"], env=env)
     assert out.exit_code == 0 and "purged 4 record(s)" in out.output
+
+
+def test_a_stream_is_recorded_with_usage_the_client_did_not_ask_for(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream, db: Path
+) -> None:
+    gw = make_gateway(audit_config(upstream.url, db), ENV)
+    client = sdk_client(gw)
+    upstream.enqueue(Reply(content="Reach me at bob@example.net today."))
+    stream = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Reach me at [REDACTED:EMAIL] today."
+    assert all(c.choices for c in chunks)  # the usage chunk the gateway asked for is not sent
+    assert upstream.requests[-1].json["stream_options"] == {"include_usage": True}
+    (rec,) = records(db, 1)
+    assert rec.streamed and rec.status == 200 and rec.error is None
+    assert rec.usage is not None and rec.usage.total_tokens
+    assert rec.ttft_ms is not None and rec.latency_ms is not None
+    assert 0 < rec.ttft_ms <= rec.latency_ms
+    (pii,) = [d for d in rec.decisions if d.policy == "pii-detector"]
+    assert pii.counts == {"EMAIL": 1}
+    # A client that asks for usage itself still gets it.
+    stream = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    last = list(stream)[-1]
+    assert last.choices == [] and last.usage is not None
+
+
+def test_a_stream_cut_by_the_upstream_is_recorded_as_such(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream, db: Path
+) -> None:
+    gw = make_gateway(audit_config(upstream.url, db), ENV)
+    client = sdk_client(gw)
+    upstream.enqueue(Reply(content="one two three four five six", split=[4] * 8,
+                           n_chunks_then_close=2))  # fmt: skip
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's error type for a cut stream varies
+        for _ in client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+        ):
+            pass
+    (rec,) = records(db, 1)
+    assert rec.streamed and rec.status == 200
+    assert rec.error is not None

@@ -223,7 +223,11 @@ class StreamRewriter:
         calls: dict[int, str] = {}
         for key in sorted(k for k in self._open if k[0] == index):
             self._open.discard(key)
-            f = self._filters[key]
+            # A choice that (unusually) goes on after its finish_reason gets a fresh
+            # filter, so what it holds is flushed at [DONE] like any other.
+            f = self._filters.pop(key)
+            if key[1] == _CONTENT and self._text_index == index:
+                self._text_index, self._text_filter = None, None
             held = f.flush() if f is not None else ""
             if not held:
                 continue

@@ -167,7 +167,9 @@ def test_non_chunk_events_pass_through() -> None:
         + b'data: {"error": {"message": "x"}}\n\n'
         + b"data: not json\n\n"
         + b"data: \xff\xfe broken text\n\n"
-        + b"data: " + b"[" * 5000 + b"\n\n"
+        + b"data: "
+        + b"[" * 5000
+        + b"\n\n"
     )
     assert run(EMPTY_CHAIN, data, [5, 9]) == data
     assert run(CompiledChain([Mask(None)]), data, [5, 9]) == data  # nothing to mask in them
@@ -286,3 +288,14 @@ def test_c_and_python_fast_paths_agree(
     hidden = [v.encode() for v in VALUES if v in text and v not in whole]
     for write in outputs[0]:
         assert not any(v in write for v in hidden)
+
+
+def test_text_after_a_finish_reason_is_still_flushed() -> None:
+    data = (
+        chunk([{"index": 0, "delta": {"content": "ab"}}])
+        + chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        + chunk([{"index": 0, "delta": {"content": "cd"}}])
+        + b"data: [DONE]\n\n"
+    )
+    per, _ = texts(run(CompiledChain([HoldUpper(2)]), data, [30, 100]))
+    assert per == {0: "ABCD"}

@@ -16,6 +16,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from ktproxy.api.identity import identify
 from ktproxy.api.stream_rewriter import StreamRewriter
 from ktproxy.consumers import Group
 from ktproxy.context import Decision, RequestContext
@@ -103,14 +104,6 @@ def _client_key(request: web.Request) -> str | None:
     return None if value.lower() in PLACEHOLDER_KEYS else value
 
 
-def _bearer(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization")
-    if auth is None:
-        return None
-    scheme, _, value = auth.partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
-
-
 def _upstream_key(
     request: web.Request, provider: Provider, bearer_is_gateway_key: bool
 ) -> str | None:
@@ -169,7 +162,7 @@ async def _chat_completions(request: web.Request, request_id: str) -> web.Stream
     runtime = state.runtime
     if runtime is None:
         raise GatewayError(503, "The gateway is not ready.", type="server_error")
-    identity = runtime.consumers.identify(request.headers.get("x-kt-api-key"), _bearer(request))
+    identity = identify(request, runtime)
     group = identity.group
     ctx = RequestContext(request_id, "chat.completions", b"", "", False)
     chain = (group or runtime.consumers.default).chain

@@ -311,3 +311,23 @@ def test_a_stream_cut_by_the_upstream_is_recorded_as_such(
     (rec,) = records(db, 1)
     assert rec.streamed and rec.status == 200
     assert rec.error is not None
+
+
+def test_shutdown_writes_out_the_queue(
+    loop_thread: Any, upstream: FakeOpenAIUpstream, db: Path
+) -> None:
+    from tests.harness import start_gateway
+
+    config = audit_config(upstream.url, db).replace(
+        "flush_interval_ms: 5", "flush_interval_ms: 600000, batch_size: 1000"
+    )
+    gw = loop_thread.run(start_gateway(config, ENV))
+    client = sdk_client(gw)
+    for i in range(7):
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": f"{i}"}]
+        )
+    time.sleep(0.2)
+    assert records(db, 1, timeout=0) == []  # all still queued (a ten-minute batch window)
+    loop_thread.run(gw.runner.cleanup())
+    assert [r.seq for r in records(db, 7, timeout=0)] == list(range(1, 8))

@@ -173,3 +173,17 @@ consumers:
     assert any("duplicate group id 'a'" in m for m in messages)
     assert any("already a key of group #1" in m for m in messages)
     assert any("K1 is not set" in m for m in messages)
+
+
+def test_models_lists_what_the_group_may_use(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream
+) -> None:
+    gw = make_gateway(groups_config(upstream.url), ENV)
+    b = sdk_client(gw, api_key=TEAM_B_KEY)
+    assert [m.id for m in b.models.list()] == ["gpt-4o", "primary"]
+    with pytest.raises(openai.NotFoundError):
+        b.models.retrieve("mock-model")
+    a = sdk_client(gw, api_key=TEAM_A_KEY)
+    assert "mock-model" in [m.id for m in a.models.list()]
+    with pytest.raises(openai.AuthenticationError):
+        sdk_client(gw).models.list()

@@ -1,0 +1,31 @@
+"""Who is calling: the consumer group named by a request's gateway key."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ktproxy.consumers import Group, Identity
+from ktproxy.errors import unauthorized
+from ktproxy.runtime import Runtime
+
+
+def bearer(request: web.Request) -> str | None:
+    """The bearer token of the request, if any."""
+    auth = request.headers.get("Authorization")
+    if auth is None:
+        return None
+    scheme, _, value = auth.partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def identify(request: web.Request, runtime: Runtime) -> Identity:
+    """The request's group from `x-kt-api-key` or a gateway key as its bearer token."""
+    return runtime.consumers.identify(request.headers.get("x-kt-api-key"), bearer(request))
+
+
+def caller_group(request: web.Request, runtime: Runtime) -> Group:
+    """The caller's group, or 401 when a key is required and none matched."""
+    identity = identify(request, runtime)
+    if identity.group is None:
+        raise unauthorized(identity.presented)
+    return identity.group

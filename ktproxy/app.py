@@ -15,6 +15,7 @@ from aiohttp import web
 from ktproxy.api import admin, chat, health, models
 from ktproxy.api.errors import error_middleware
 from ktproxy.configcheck import LoadedConfig
+from ktproxy.metrics import METRICS, metrics, registry_for
 from ktproxy.runtime import build_runtime
 from ktproxy.state import STATE, GatewayState
 
@@ -40,6 +41,7 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     """A gateway application serving `loaded`; upstream keys are read from `env`."""
     app = web.Application(middlewares=[error_middleware], client_max_size=0)
     app[STATE] = GatewayState(loaded, os.environ if env is None else env)
+    app[METRICS] = registry_for(app)
     app.cleanup_ctx.append(_runtime_ctx)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
@@ -47,6 +49,7 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     app.router.add_get("/v1/models/{model:.+}", models.get_model)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/kt/events", admin.list_events)
     app.router.add_get("/v1/kt/events/{id}", admin.get_event)
     return app

@@ -55,6 +55,8 @@ class LocalRateLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._now = clock
         self._buckets: dict[str, _Bucket] = {}
+        # (group, "requests" | "tokens") -> refusals, for /metrics
+        self.refusals: dict[tuple[str, str], int] = {}
 
     def _bucket(self, group: str) -> _Bucket:
         bucket = self._buckets.get(group)
@@ -77,16 +79,21 @@ class LocalRateLimiter:
         if tpm is not None:
             balance = self._refill(bucket, tpm, now)
             if balance <= 0:
-                return Refusal("tokens", tpm, (1.0 - balance) * 60.0 / tpm)
+                return self._refuse(group, Refusal("tokens", tpm, (1.0 - balance) * 60.0 / tpm))
         rpm = limits.requests_per_minute
         if rpm is not None:
             interval = 60.0 / rpm
             burst = 60.0 - interval  # a minute's worth may arrive at once
             tat = max(bucket.tat, now)
             if tat - now > burst:
-                return Refusal("requests", rpm, tat - now - burst)
+                return self._refuse(group, Refusal("requests", rpm, tat - now - burst))
             bucket.tat = tat + interval
         return None
+
+    def _refuse(self, group: str, refusal: Refusal) -> Refusal:
+        key = (group, refusal.kind)
+        self.refusals[key] = self.refusals.get(key, 0) + 1
+        return refusal
 
     async def spend_tokens(self, group: str, limits: RateLimits, tokens: int) -> None:
         tpm = limits.tokens_per_minute

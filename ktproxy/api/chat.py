@@ -154,6 +154,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _chat_completions(request, request_id)
     except GatewayError as exc:
         exc.headers["x-kt-request-id"] = request_id
+        exc.headers.setdefault("x-request-id", request_id)
         raise
 
 

@@ -331,3 +331,33 @@ def test_shutdown_writes_out_the_queue(
     assert records(db, 1, timeout=0) == []  # all still queued (a ten-minute batch window)
     loop_thread.run(gw.runner.cleanup())
     assert [r.seq for r in records(db, 7, timeout=0)] == list(range(1, 8))
+
+
+def test_a_full_audit_queue_is_counted_in_metrics(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream, db: Path
+) -> None:
+    config = audit_config(upstream.url, db, options=", queue_size: 2, batch_size: 1")
+    gw = make_gateway(config, ENV)
+    client = sdk_client(gw)
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "a"}])
+    records(db, 1)
+    locker = sqlite3.connect(db, timeout=0)
+    locker.execute("BEGIN EXCLUSIVE")  # the writer is stuck: the queue fills up
+    try:
+        for i in range(8):
+            client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": f"m{i}"}]
+            )
+        text = httpx.get(f"http://127.0.0.1:{gw.port}/metrics", timeout=10).text
+    finally:
+        locker.rollback()
+        locker.close()
+    dropped = [
+        line for line in text.splitlines()
+        if line.startswith('ktproxy_audit_records_total{outcome="dropped",sink="sqlite"}')
+        or line.startswith('ktproxy_audit_records_total{sink="sqlite",outcome="dropped"}')
+    ]  # fmt: skip
+    assert dropped, text
+    assert float(dropped[0].split()[-1]) >= 5  # 8 sent, at most 1 in flight + 2 queued
+    assert "ktproxy_audit_queue_depth" in text
+    assert len(upstream.requests) == 9  # every request was served all the same

@@ -187,3 +187,26 @@ def test_models_lists_what_the_group_may_use(
     assert "mock-model" in [m.id for m in a.models.list()]
     with pytest.raises(openai.AuthenticationError):
         sdk_client(gw).models.list()
+
+
+def test_rate_limit_refusals_are_counted_in_metrics(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream
+) -> None:
+    import httpx
+
+    extra = """    - id: tiny
+      keys: [{env: TINY_KEY}]
+      limits: {requests_per_minute: 1}
+"""
+    gw = make_gateway(groups_config(upstream.url, extra=extra), {**ENV, "TINY_KEY": "kt-tiny"})
+    client = sdk_client(gw, api_key="kt-tiny")
+    ask(client)
+    for _ in range(3):
+        with pytest.raises(openai.RateLimitError):
+            ask(client)
+    text = httpx.get(f"http://127.0.0.1:{gw.port}/metrics", timeout=10).text
+    line = next(
+        ln for ln in text.splitlines() if ln.startswith("ktproxy_rate_limited_requests_total")
+    )
+    assert 'consumer_group="tiny"' in line and 'kind="requests"' in line
+    assert line.endswith(" 3.0")

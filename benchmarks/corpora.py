@@ -513,13 +513,64 @@ def _jwt(fake: Faker, rng: random.Random) -> str:
 
 
 def _private_key(_fake: Faker, rng: random.Random) -> str:
+    if rng.random() < 0.2:
+        return _pgp_private_key(rng)
     label, size, width = rng.choice(
-        [("RSA ", 1190, 64), ("EC ", 121, 64), ("OPENSSH ", 400, 70), ("", 1218, 64)]
+        [
+            ("RSA ", 1190, 64),
+            ("EC ", 121, 64),
+            ("OPENSSH ", 400, 70),
+            ("", 1218, 64),
+            ("ENCRYPTED ", 1298, 64),
+            ("DSA ", 444, 64),
+        ]
     )
     body = base64.b64encode(rng.randbytes(size + rng.randint(0, 8))).decode()
     lines = [body[i : i + width] for i in range(0, len(body), width)]
     return "\n".join(
         [f"-----BEGIN {label}PRIVATE KEY-----", *lines, f"-----END {label}PRIVATE KEY-----"]
+    )
+
+
+PGP_HEADERS: tuple[tuple[str, ...], ...] = (
+    (),  # GnuPG >= 2.1 writes none
+    ("Version: GnuPG v2",),
+    ("Version: GnuPG v1",),
+    ("Comment: https://keys.openpgp.org",),
+    ("Version: OpenPGP.js v4.10.10", "Comment: https://openpgpjs.org"),
+    ("Comment: Alice Lovelace <alice@example.org>",),
+)
+
+
+def _crc24(data: bytes) -> int:
+    """The OpenPGP armor checksum (RFC 4880, 6.1)."""
+    crc = 0xB704CE
+    for byte in data:
+        crc ^= byte << 16
+        for _ in range(8):
+            crc <<= 1
+            if crc & 0x1000000:
+                crc ^= 0x1864CFB
+    return crc & 0xFFFFFF
+
+
+def _pgp_private_key(rng: random.Random) -> str:
+    """An ASCII-armored OpenPGP secret key: optional header lines, a blank line, the
+    base64 of a secret-key packet (random key material, Ed25519 to RSA-4096 sizes) in
+    64-column lines, the `=` CRC-24 line."""
+    size = rng.choice([330, 650, 1850, 3700]) + rng.randint(0, 40)
+    packet = bytes([0x95]) + size.to_bytes(2, "big") + rng.randbytes(size)
+    body = base64.b64encode(packet).decode()
+    checksum = base64.b64encode(_crc24(packet).to_bytes(3, "big")).decode()
+    return "\n".join(
+        [
+            "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+            *rng.choice(PGP_HEADERS),
+            "",
+            *(body[i : i + 64] for i in range(0, len(body), 64)),
+            f"={checksum}",
+            "-----END PGP PRIVATE KEY BLOCK-----",
+        ]
     )
 
 

@@ -467,6 +467,134 @@ ssn(Text t, Py_ssize_t i, Py_ssize_t n)
     return end;
 }
 
+/* reference.LONGEST_NUMBER: a card number has at most 19 digits; digit groups joined by
+ * spaces that hold more are values side by side, not one number. */
+#define LONGEST_NUMBER 19
+/* Only groups of four digits, as card numbers and IBANs are written, make a phone number
+ * a piece of a longer number (reference.CARD_GROUP). */
+#define CARD_GROUP 4
+
+/* reference._tied: does c, next to a run of digits, tie the run to a word or another
+ * value: a letter, one of `-.:@_` and then a letter or digit, or `,` or `/` between
+ * digits? */
+static inline int
+tied(unsigned char c, unsigned char beyond)
+{
+    return is_alpha(c) || (one_of(c, "-.:@_") && is_alnum(beyond)) ||
+           ((c == ',' || c == '/') && is_digit(beyond));
+}
+
+/* reference._digits_before: digits in the groups joined by single spaces that run up to
+ * i. A run of digits tied to more characters is no such group. */
+static int
+digits_before(Text t, Py_ssize_t i)
+{
+    int count = 0;
+    Py_ssize_t k = i;
+    while (k >= 2 && t[k - 1] == ' ' && is_digit(t[k - 2]) && count <= LONGEST_NUMBER) {
+        Py_ssize_t g = k - 2;
+        while (g > 0 && is_digit(t[g - 1])) {
+            g--;
+        }
+        if (g > 0 && tied(t[g - 1], g >= 2 ? t[g - 2] : ' ')) {
+            break;
+        }
+        if (k - 1 - g != CARD_GROUP) {
+            break; /* "020 7946 0958 24 hours": not the groups of a card number */
+        }
+        count += CARD_GROUP;
+        k = g;
+    }
+    return count;
+}
+
+/* reference._digits_after: digits in the groups joined by single spaces that follow
+ * `end`. */
+static int
+digits_after(Text t, Py_ssize_t end, Py_ssize_t n)
+{
+    int count = 0;
+    Py_ssize_t k = end;
+    while (k + 1 < n && t[k] == ' ' && is_digit(t[k + 1]) && count <= LONGEST_NUMBER) {
+        Py_ssize_t g = k + 1;
+        while (g < n && is_digit(t[g])) {
+            g++;
+        }
+        if (g < n && tied(t[g], g + 1 < n ? t[g + 1] : ' ')) {
+            break;
+        }
+        if (g - k - 1 != CARD_GROUP) {
+            break;
+        }
+        count += CARD_GROUP;
+        k = g;
+    }
+    return count;
+}
+
+/* reference._iban_groups_before: do groups of 4 capitals and digits, the first a country
+ * code and two check digits, run up to the space before i? (Eight groups at most: an
+ * IBAN has 34 characters.) */
+static int
+iban_groups_before(Text t, Py_ssize_t i)
+{
+    Py_ssize_t k = i;
+    for (int round = 0; round < 8; round++) {
+        if (k < 5 || t[k - 1] != ' ') {
+            return 0;
+        }
+        for (Py_ssize_t m = k - 5; m < k - 1; m++) {
+            if (!(is_upper(t[m]) || is_digit(t[m]))) {
+                return 0;
+            }
+        }
+        Py_ssize_t g = k - 5;
+        if (is_upper(t[g]) && is_upper(t[g + 1]) && is_digit(t[g + 2]) && is_digit(t[g + 3]) &&
+            iban_length(t, g) != 0) {
+            return g == 0 || !is_alnum(t[g - 1]);
+        }
+        k = g;
+    }
+    return 0;
+}
+
+/* reference._piece_of_number: is the number [i, end), in digit groups joined by spaces,
+ * a piece of a longer one? It is when it continues the groups of an IBAN (`NL66 LJYF
+ * 0376 4384 13`). A phone number, which has no check digit, is one too when it goes on,
+ * joined the same way, into groups before or after it that make a number of at most
+ * LONGEST_NUMBER digits (`5170 0113 1529 1397`). A card number passed its own check. */
+static int
+piece_of_number(Text t, Py_ssize_t i, Py_ssize_t end, Py_ssize_t n, int phone)
+{
+    Py_ssize_t first = i;
+    while (first < end && is_digit(t[first])) {
+        first++;
+    }
+    int spaced = first < end && t[first] == ' ';
+    if (spaced && iban_groups_before(t, i)) {
+        return 1;
+    }
+    if (!phone) {
+        return 0;
+    }
+    Py_ssize_t last = end;
+    while (last > first && is_digit(t[last - 1])) {
+        last--;
+    }
+    int more = spaced ? digits_before(t, i) : 0;
+    if (last > first && t[last - 1] == ' ') {
+        more += digits_after(t, end, n);
+    }
+    if (more == 0) {
+        return 0;
+    }
+    int own = 0;
+    for (Py_ssize_t k = i; k < end; k++) {
+        own += is_digit(t[k]);
+    }
+    return 0 < more && more <= LONGEST_NUMBER - own;
+}
+
 /* reference._card: 13-19 digits, optionally in groups joined by one kind of separator
  * (` ` or `-`); the longest run of whole groups with a known issuer prefix and a valid
  * Luhn sum. */
@@ -517,7 +645,7 @@ card(Text t, Py_ssize_t i, Py_ssize_t n)
             continue;
         }
         if (card_prefix_ok(digits, c) && luhn(digits, c)) {
-            return end;
+            return piece_of_number(t, i, end, n, 0) ? -1 : end;
         }
     }
     return -1;
@@ -669,10 +797,10 @@ typedef struct {
 
 /* reference._phone_groups: digit groups from j, one entry per group (written to out,
  * returns how many). Groups are 1 to max_group digits joined by one of ` -.`; a
- * parenthesised group (1-5 digits) may only be the first or second one and may follow
- * the first group without a separator (`+44 (0)20 ...`, `+49(0)89 ...`,
- * `(020) 7946 ...`). Groups stop before the count would pass max_digits. The caller
- * takes the longest prefix that forms a valid number. */
+ * parenthesised group (1-5 digits) may only be the first or second one, may follow the
+ * first group without a separator and be followed by ` ` or `-` (`+44 (0)20 ...`,
+ * `+49(0)89 ...`, `(020) 7946 ...`, `(0406)-812415`). Groups stop before the count would
+ * pass max_digits. The caller takes the longest prefix that forms a valid number. */
 static int
 phone_groups(Text t, Py_ssize_t j, Py_ssize_t n, int max_digits, int max_group,
              PhoneGroup *out)
@@ -696,7 +824,7 @@ phone_groups(Text t, Py_ssize_t j, Py_ssize_t n, int max_digits, int max_group,
             j = k + 1;
             sep_used = 1;
             out[count++] = (PhoneGroup){j, digits, groups, sep_used};
-            if (j + 1 < n && t[j] == ' ' && is_digit(t[j + 1])) {
+            if (j + 1 < n && (t[j] == ' ' || t[j] == '-') && is_digit(t[j + 1])) {
                 j++;
             }
             continue;
@@ -724,11 +852,25 @@ phone_groups(Text t, Py_ssize_t j, Py_ssize_t n, int max_digits, int max_group,
     return count;
 }
 
-/* reference._phone_end_ok */
-static int
-phone_end_ok(Text t, Py_ssize_t end, Py_ssize_t n)
+/* reference._phone_end: the end of a phone number whose digits end at `end`: past an
+ * extension of 1-5 digits (`415-555-2671x1234`) if one follows; -1 when a letter or
+ * `-`/`.` and a digit follow (the digits go on into something else). */
+static Py_ssize_t
+phone_end(Text t, Py_ssize_t end, Py_ssize_t n)
 {
-    return !(end < n && (is_alnum(t[end]) || digits_go_on(t, end, n, "-.")));
+    if (end + 1 < n && t[end] == 'x' && is_digit(t[end + 1])) {
+        Py_ssize_t k = end + 1;
+        while (k < n && is_digit(t[k]) && k - end <= 5) {
+            k++;
+        }
+        if (!(k < n && is_digit(t[k]))) {
+            end = k;
+        }
+    }
+    if (end < n && (is_alnum(t[end]) || digits_go_on(t, end, n, "-."))) {
+        return -1;
+    }
+    return end;
 }
 
 /* reference._area */
@@ -784,19 +926,21 @@ international(Text t, Py_ssize_t j, Py_ssize_t n)
     }
     Py_ssize_t compact = run(t, j, n, 0);
     if (8 <= compact - j && compact - j <= 15 && all_digits(t, j, compact)) {
-        return phone_end_ok(t, compact, n) ? compact : -1; /* +14155552671 */
+        return phone_end(t, compact, n); /* +14155552671 */
     }
-    for (int g = phone_groups(t, j, n, 15, 10, found) - 1; g >= 0; g--) {
-        if (found[g].digits >= 8 && found[g].groups >= 2 && phone_end_ok(t, found[g].end, n)) {
-            return found[g].end;
+    for (int g = phone_groups(t, j, n, 15, 12, found) - 1; g >= 0; g--) {
+        Py_ssize_t end;
+        if (found[g].digits >= 8 && found[g].groups >= 2 &&
+            (end = phone_end(t, found[g].end, n)) >= 0) {
+            return end;
         }
     }
     return -1;
 }
 
-/* reference._phone */
+/* reference._phone_number */
 static Py_ssize_t
-phone(Text t, Py_ssize_t i, Py_ssize_t n)
+phone_number(Text t, Py_ssize_t i, Py_ssize_t n)
 {
     unsigned char c = t[i];
     if (c == '+') {
@@ -819,11 +963,12 @@ phone(Text t, Py_ssize_t i, Py_ssize_t n)
         }
         Py_ssize_t compact = run(t, first, n, 0);
         if (c == '0' && 10 <= compact - i && compact - i <= 11 && all_digits(t, i, compact)) {
-            return phone_end_ok(t, compact, n) ? compact : -1;
+            return phone_end(t, compact, n);
         }
         for (int g = phone_groups(t, i, n, 12, 8, found) - 1; g >= 0; g--) {
+            Py_ssize_t end;
             if (found[g].digits < 10 || found[g].groups < 2 || !found[g].sep_used ||
-                !phone_end_ok(t, found[g].end, n)) {
+                (end = phone_end(t, found[g].end, n)) < 0) {
                 continue;
             }
             Py_ssize_t k = first;
@@ -831,13 +976,22 @@ phone(Text t, Py_ssize_t i, Py_ssize_t n)
                 k++;
             }
             if (2 <= k - first && k - first <= 5) {
-                return found[g].end;
+                return end;
             }
         }
         return -1;
     }
     Py_ssize_t end = nanp(t, i, n);
-    return end >= 0 && phone_end_ok(t, end, n) ? end : -1;
+    return end >= 0 ? phone_end(t, end, n) : -1;
+}
+
+/* reference._phone: a phone number at i that is not a piece of a longer run of digit
+ * groups. */
+static Py_ssize_t
+phone(Text t, Py_ssize_t i, Py_ssize_t n)
+{
+    Py_ssize_t end = phone_number(t, i, n);
+    return end < 0 || piece_of_number(t, i, end, n, 1) ? -1 : end;
 }
 
 /* reference._jwt: three base64url segments joined by '.'; the last may be empty. */
@@ -960,8 +1114,9 @@ secret(Text t, Py_ssize_t i, Py_ssize_t n, unsigned mask, int *kind)
 #define PK_END "-----END "
 #define PENDING (-2)
 
-/* reference._private_key: a PEM private-key block: its end; n when unterminated and
- * final; PENDING (-2) when it may still be arriving; -1 when not a key block. */
+/* reference._private_key: a private-key block (PEM, or OpenPGP armor: `-----BEGIN PGP
+ * PRIVATE KEY BLOCK-----`): its end; n when unterminated and final; PENDING (-2) when it
+ * may still be arriving; -1 when not a key block. */
 static Py_ssize_t
 private_key(Text t, Py_ssize_t i, Py_ssize_t n, int final)
 {
@@ -971,8 +1126,13 @@ private_key(Text t, Py_ssize_t i, Py_ssize_t n, int final)
     if (close < 0) {
         return (line_end < 0 && !final && header_end - i < 80) ? PENDING : -1;
     }
-    /* header[:close].endswith("PRIVATE KEY"); close - i >= len(PK_BEGIN) = 11 */
-    if (memcmp(t + close - 11, "PRIVATE KEY", 11) != 0) {
+    if (close - i + 5 > 80) { /* a header a stream has given up on before its `-----` came */
+        return -1;
+    }
+    /* header[:close].endswith(("PRIVATE KEY", "PRIVATE KEY BLOCK")), where
+     * close - i >= len(PK_BEGIN) = 11 */
+    if (memcmp(t + close - 11, "PRIVATE KEY", 11) != 0 &&
+        !(close - i >= 17 && memcmp(t + close - 17, "PRIVATE KEY BLOCK", 17) == 0)) {
         return -1;
     }
     Py_ssize_t end_at = find(t, close, n, PK_END, (Py_ssize_t)strlen(PK_END));
@@ -1257,8 +1417,10 @@ safe_end(Text t, Py_ssize_t start, Py_ssize_t n)
                  (is_digit(t[j - 2]) || t[j - 2] == ')' || is_upper(t[j - 2]))) {
             j--; /* may continue a phone, card or IBAN group ("GB82 WEST 1234") */
         }
-        else if (c == ',' && j - 2 >= start && is_digit(t[j - 2])) {
-            j--; /* "4111111111111111,5" is no card: wait for what follows */
+        else if ((c == ',' || c == '/') && j - 2 >= start && is_digit(t[j - 2])) {
+            /* "4111111111111111,5" is no card, "0958 24/7" ends no run of digit groups
+             * (tied): wait for what follows */
+            j--;
         }
         else if (c == ' ' && j < n && (is_digit(t[j]) || t[j] == '(')) {
             j--;

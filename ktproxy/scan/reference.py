@@ -15,7 +15,8 @@ It is also what runs where no compiler is present or `KTPROXY_NO_EXTENSIONS=1`.
   whose END line has not arrived. With `final`, `safe_end == len(text)`.
 
 Scanning begins at `start`; characters before it are context only (the character
-just before a value decides whether the value starts at a word boundary).
+just before a value decides whether the value starts at a word boundary; the digit
+groups just before a number, whether it is a piece of a longer one).
 """
 
 from __future__ import annotations
@@ -227,8 +228,99 @@ def _card(t: str, i: int, n: int) -> int:
         if end < n and _digit(t[end]):
             continue
         if _card_prefix_ok(s[:count]) and _luhn(s[:count]):
-            return end
+            return -1 if _piece_of_number(t, i, end, n, False) else end
     return -1
+
+
+# A card number has at most 19 digits: digit groups joined by spaces that hold more are
+# values side by side (`+44 20 7946 0958 4111 1111 1111 1111`), not one number.
+LONGEST_NUMBER = 19
+# Only groups of four digits, as card numbers and IBANs are written, make a phone number
+# a piece of a longer number: `call 020 7946 0958 24 hours` keeps its phone number.
+CARD_GROUP = 4
+
+
+def _piece_of_number(t: str, i: int, end: int, n: int, phone: bool) -> bool:
+    """Is the number [i, end), in digit groups joined by spaces, a piece of a longer
+    one? It is when it continues the groups of an IBAN (`NL66 LJYF 0376 4384 13`: an
+    IBAN failing its check). A phone number, which has no check digit, is one too when
+    it goes on, joined the same way, into groups before or after it that make a number
+    of at most `LONGEST_NUMBER` digits (`5170 0113 1529 1397`: a card number failing
+    its check). A card number passed its own check: a group before it is a label
+    (`card #2 4111 1111 1111 1111`), digits after it an expiry date."""
+    first = i
+    while first < end and _digit(t[first]):
+        first += 1
+    spaced = first < end and t[first] == " "
+    if spaced and _iban_groups_before(t, i):
+        return True
+    if not phone:
+        return False
+    last = end
+    while last > first and _digit(t[last - 1]):
+        last -= 1
+    more = _digits_before(t, i) if spaced else 0
+    if last > first and t[last - 1] == " ":
+        more += _digits_after(t, end, n)
+    return 0 < more <= LONGEST_NUMBER - sum(_digit(c) for c in t[i:end])
+
+
+def _digits_before(t: str, i: int) -> int:
+    """Digits in the groups of four joined by single spaces that run up to i. A run of
+    digits tied to more characters is no such group: `_tied`."""
+    count = 0
+    k = i
+    while k >= 2 and t[k - 1] == " " and _digit(t[k - 2]) and count <= LONGEST_NUMBER:
+        g = k - 2
+        while g > 0 and _digit(t[g - 1]):
+            g -= 1
+        if g > 0 and _tied(t[g - 1], t[g - 2] if g >= 2 else " "):
+            break
+        if k - 1 - g != CARD_GROUP:
+            break  # "020 7946 0958 24 hours": not the groups of a card number
+        count += k - 1 - g
+        k = g
+    return count
+
+
+def _digits_after(t: str, end: int, n: int) -> int:
+    """Digits in the groups of four joined by single spaces that follow `end` (`_tied`)."""
+    count = 0
+    k = end
+    while k + 1 < n and t[k] == " " and _digit(t[k + 1]) and count <= LONGEST_NUMBER:
+        g = k + 1
+        while g < n and _digit(t[g]):
+            g += 1
+        if g < n and _tied(t[g], t[g + 1] if g + 1 < n else " "):
+            break
+        if g - k - 1 != CARD_GROUP:
+            break
+        count += g - k - 1
+        k = g
+    return count
+
+
+def _tied(c: str, beyond: str) -> bool:
+    """Does `c`, next to a run of digits, tie the run to a word or another value: a
+    letter (`24h`), one of `-.:@_` and then a letter or digit (`123-45-6789`,
+    `2001:db8::1`, `3.14`, `1234@example.com`), or `,` or `/` between digits (`1,299`,
+    `09/29`)? These are what `_safe_end` holds back, so a stream scans them together
+    with the digits."""
+    return _alpha(c) or (c in "-.:@_" and _alnum(beyond)) or (c in ",/" and _digit(beyond))
+
+
+def _iban_groups_before(t: str, i: int) -> bool:
+    """Do groups of 4 capitals and digits, the first a country code and two check digits,
+    run up to the space before i? (Eight groups at most: an IBAN has 34 characters.)"""
+    k = i
+    for _ in range(8):
+        if k < 5 or t[k - 1] != " " or not all(_upper(c) or _digit(c) for c in t[k - 5 : k - 1]):
+            return False
+        g = k - 5
+        if t[g : g + 2] in IBAN_LENGTHS and _digit(t[g + 2]) and _digit(t[g + 3]):
+            return g == 0 or not _alnum(t[g - 1])
+        k = g
+    return False
 
 
 def _ipv4(t: str, i: int, n: int) -> int:
@@ -326,8 +418,9 @@ def _phone_groups(
     """Digit groups from j, one (end, digits, groups, used a separator) per group.
 
     Groups are 1 to `max_group` digits joined by one of ` -.`; a parenthesised group
-    (1-5 digits) may only be the first or second one and may follow the first group
-    without a separator (`+44 (0)20 ...`, `+49(0)89 ...`, `(020) 7946 ...`). Groups
+    (1-5 digits) may only be the first or second one, may follow the first group
+    without a separator and be followed by ` ` or `-` (`+44 (0)20 ...`, `+49(0)89 ...`,
+    `(020) 7946 ...`, `(0406)-812415`). Groups
     stop before the count would pass `max_digits`. The caller takes the longest
     prefix that forms a valid number.
     """
@@ -348,7 +441,7 @@ def _phone_groups(
             j = k + 1
             sep_used = True
             out.append((j, digits, groups, sep_used))
-            if j + 1 < n and t[j] == " " and _digit(t[j + 1]):
+            if j + 1 < n and t[j] in " -" and _digit(t[j + 1]):
                 j += 1
             continue
         start = j
@@ -369,10 +462,19 @@ def _phone_groups(
     return out
 
 
-def _phone_end_ok(t: str, end: int, n: int) -> bool:
-    return not (
-        end < n and (_alnum(t[end]) or (t[end] in "-." and end + 1 < n and _digit(t[end + 1])))
-    )
+def _phone_end(t: str, end: int, n: int) -> int:
+    """The end of a phone number whose digits end at `end`: past an extension of 1-5
+    digits (`415-555-2671x1234`) if one follows; -1 when a letter or `-`/`.` and a digit
+    follow (the digits go on into something else)."""
+    if end + 1 < n and t[end] == "x" and _digit(t[end + 1]):
+        k = end + 1
+        while k < n and _digit(t[k]) and k - end <= 5:
+            k += 1
+        if not (k < n and _digit(t[k])):
+            end = k
+    if end < n and (_alnum(t[end]) or (t[end] in "-." and end + 1 < n and _digit(t[end + 1]))):
+        return -1
+    return end
 
 
 def _international(t: str, j: int, n: int) -> int:
@@ -381,14 +483,20 @@ def _international(t: str, j: int, n: int) -> int:
         return -1
     compact = _run(t, j, n, token=False)
     if 8 <= compact - j <= 15 and all(_digit(x) for x in t[j:compact]):
-        return compact if _phone_end_ok(t, compact, n) else -1  # +14155552671
-    for end, digits, groups, _ in reversed(_phone_groups(t, j, n, 15, 10)):
-        if digits >= 8 and groups >= 2 and _phone_end_ok(t, end, n):
+        return _phone_end(t, compact, n)  # +14155552671
+    for end, digits, groups, _ in reversed(_phone_groups(t, j, n, 15, 12)):
+        if digits >= 8 and groups >= 2 and (end := _phone_end(t, end, n)) >= 0:
             return end
     return -1
 
 
 def _phone(t: str, i: int, n: int) -> int:
+    """A phone number at i that is not a piece of a longer run of digit groups."""
+    end = _phone_number(t, i, n)
+    return -1 if end < 0 or _piece_of_number(t, i, end, n, True) else end
+
+
+def _phone_number(t: str, i: int, n: int) -> int:
     c = t[i]
     if c == "+":
         return _international(t, i + 1, n)
@@ -405,9 +513,9 @@ def _phone(t: str, i: int, n: int) -> int:
             return -1
         compact = _run(t, first, n, token=False)
         if c == "0" and 10 <= compact - i <= 11 and all(_digit(x) for x in t[i:compact]):
-            return compact if _phone_end_ok(t, compact, n) else -1
+            return _phone_end(t, compact, n)
         for end, digits, groups, sep in reversed(_phone_groups(t, i, n, 12, 8)):
-            if digits < 10 or groups < 2 or not sep or not _phone_end_ok(t, end, n):
+            if digits < 10 or groups < 2 or not sep or (end := _phone_end(t, end, n)) < 0:
                 continue
             k = first
             while k < n and _digit(t[k]):
@@ -416,7 +524,7 @@ def _phone(t: str, i: int, n: int) -> int:
                 return end
         return -1
     end = _nanp(t, i, n)
-    return end if end >= 0 and _phone_end_ok(t, end, n) else -1
+    return _phone_end(t, end, n) if end >= 0 else -1
 
 
 def _nanp(t: str, i: int, n: int) -> int:
@@ -520,13 +628,21 @@ _PK_END = "-----END "
 
 
 def _private_key(t: str, i: int, n: int, final: bool) -> int:
-    """A PEM private-key block: its end; n when unterminated and final; -2 when pending."""
+    """A private-key block: its end; n when unterminated and final; -2 when pending.
+
+    PEM (`-----BEGIN RSA PRIVATE KEY-----`, also EC, DSA, OPENSSH, ENCRYPTED, or none)
+    or OpenPGP armor (`-----BEGIN PGP PRIVATE KEY BLOCK-----`, whose header lines,
+    base64 body and `=` checksum line hold no `-----`): up to the `-----` that closes the
+    first END line after it.
+    """
     line_end = t.find("\n", i)
     header = t[i : line_end if line_end >= 0 else n]
     close = header.find("-----", len(_PK_BEGIN))
     if close < 0:
         return -2 if line_end < 0 and not final and len(header) < 80 else -1
-    if not header[:close].endswith("PRIVATE KEY"):
+    if close + 5 > 80:  # a header a stream has given up on before its `-----` came
+        return -1
+    if not header[:close].endswith(("PRIVATE KEY", "PRIVATE KEY BLOCK")):
         return -1
     end_at = t.find(_PK_END, i + close)
     if end_at >= 0:
@@ -605,8 +721,10 @@ def _safe_end(t: str, start: int, n: int) -> int:
             and (_digit(t[j - 2]) or t[j - 2] == ")" or _upper(t[j - 2]))
         ):
             j -= 1  # may continue a phone, card or IBAN group ("GB82 WEST 1234")
-        elif c == "," and j - 2 >= start and _digit(t[j - 2]):
-            j -= 1  # "4111111111111111,5" is no card: wait for what follows
+        elif c in ",/" and j - 2 >= start and _digit(t[j - 2]):
+            # "4111111111111111,5" is no card, "0958 24/7" ends no run of digit groups
+            # (`_tied`): wait for what follows
+            j -= 1
         elif c == " " and j < n and (_digit(t[j]) or t[j] == "("):
             j -= 1
         else:

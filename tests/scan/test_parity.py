@@ -36,6 +36,12 @@ VALUES = [
     "+44 (0)20 7946 0958",
     "020 7946 0958",
     "(020) 7946 0958",
+    "+39 07062433645",
+    "(0406)-812415",
+    "415-555-2671x1234",
+    "(432)737-5327x1105",
+    "5170 0113 1529 1397",
+    "0113 1529 1397 5170",
     "123-45-6789",
     "078 05 1120",
     "666-12-3456",
@@ -62,6 +68,8 @@ VALUES = [
     "1:2:3:4:5:6:7:8",
     "2001:0db8:0000:0000:0000:ff00:0042:8329",
     "DE89 3704 0044 0532 0130 00",
+    "BE41 0099 3052 4944",
+    "NL66 LJYF 0376 4384 13",
     "DE89370400440532013000",
     "GB82 WEST 1234 5698 7654 32",
     "GB82WEST12345698765432",
@@ -76,6 +84,9 @@ VALUES = [
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fw",
     "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
     "-----BEGIN PRIVATE KEY-----\nMIIB",
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\n\nlQOYBGZ3\n=q8Xy\n"
+    "-----END PGP PRIVATE KEY BLOCK-----",
+    "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHz\n-----END ENCRYPTED PRIVATE KEY-----",
     "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----",
 ]
 LOOK_ALIKES = [
@@ -111,6 +122,8 @@ PIECES = [
     "GB82",
     "-----BEGIN ",
     "PRIVATE KEY-----",
+    "PGP PRIVATE KEY BLOCK-----",
+    "x1234",
     "-----END ",
     "-----",
 ]

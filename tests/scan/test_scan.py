@@ -216,6 +216,76 @@ def test_private_key_without_end_runs_to_the_end_of_a_final_text(scanner: Scanne
     assert found(scanner, "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----") == []
 
 
+# -- private-key blocks ------------------------------------------------------------------
+
+# An ASCII-armored OpenPGP secret key: header lines, a blank line, base64, the CRC-24 line.
+PGP = (
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----\n"
+    "Version: GnuPG v2\n"
+    "Comment: Alice Lovelace <alice@example.org>\n"
+    "\n"
+    "lQOYBGZ3bXkBCADKq1w2e3r4t5y6u7i8o9p0AbCdEfGhIjKlMnOpQrStUvWxYz01\n"
+    "23456789+/AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCdEfGhIjKlMnO=\n"
+    "=q8Xy\n"
+    "-----END PGP PRIVATE KEY BLOCK-----"
+)
+PGP_NO_HEADERS = (  # what GnuPG 2.1 and later write
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----\n"
+    "\n"
+    "lFgEZ3bXkBYJKwYBBAHaRw8BAQdA1w2e3r4t5y6u7i8o9p0AbCdEfGhIjKlMnOpQ\n"
+    "=8nEb\n"
+    "-----END PGP PRIVATE KEY BLOCK-----"
+)
+
+
+@pytest.mark.parametrize("label", ["RSA ", "DSA ", "EC ", "OPENSSH ", "ENCRYPTED ", ""])
+def test_pem_private_keys_of_every_type(scanner: Scanner, label: str) -> None:
+    block = (
+        f"-----BEGIN {label}PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nq1w2e3r4\n"
+        f"-----END {label}PRIVATE KEY-----"
+    )
+    assert found(scanner, f"key:\n{block}\nthanks") == [(block, "PRIVATE_KEY")]
+
+
+@pytest.mark.parametrize(
+    "block",
+    [PGP, PGP_NO_HEADERS, PGP.replace("\n", "\\n"), PGP.replace("\n", "\r\n")],
+    ids=["headers", "no-headers", "json-escaped", "crlf"],
+)
+def test_pgp_private_key_block(scanner: Scanner, block: str) -> None:
+    # One value, whatever its lines hold (here an address in a comment).
+    assert found(scanner, f"my key:\n{block}\nthanks") == [(block, "PRIVATE_KEY")]
+    assert found(scanner, f'{{"key": "{block}"}}') == [(block, "PRIVATE_KEY")]
+
+
+@pytest.mark.parametrize(
+    "label", ["PGP PUBLIC KEY BLOCK", "PGP SIGNATURE", "PGP MESSAGE", "CERTIFICATE"]
+)
+def test_other_armored_blocks_are_not_private_keys(scanner: Scanner, label: str) -> None:
+    text = f"-----BEGIN {label}-----\n\nmQENBGZ3bXkBCADK\n=q8Xy\n-----END {label}-----"
+    assert found(scanner, text, mask_of(["PRIVATE_KEY"])) == []
+
+
+@pytest.mark.parametrize(("width", "is_key"), [(80, True), (81, False)])
+def test_begin_line_is_a_key_within_80_characters(
+    scanner: Scanner, width: int, is_key: bool
+) -> None:
+    # A stream stops waiting for the `-----` of a BEGIN line after 80 characters, so the
+    # whole text must not find a key there either (the two would differ: a leak).
+    begin = "-----BEGIN " + "X; " * 30
+    begin = begin[: width - len("PRIVATE KEY-----")] + "PRIVATE KEY-----"
+    assert len(begin) == width
+    text = f"{begin}\nMIIB\n-----END PRIVATE KEY-----"
+    assert found(scanner, text, mask_of(["PRIVATE_KEY"])) == (
+        [(text, "PRIVATE_KEY")] if is_key else []
+    )
+
+
+def test_pgp_block_without_end_runs_to_the_end_of_a_final_text(scanner: Scanner) -> None:
+    block = PGP[: PGP.index("=q8Xy")]
+    assert found(scanner, f"key:\n{block}") == [(block, "PRIVATE_KEY")]
+
+
 # -- streaming: final=False, safe_end, start ---------------------------------------------
 
 
@@ -240,6 +310,20 @@ def test_value_reaching_into_the_tail_is_not_reported(scanner: Scanner) -> None:
     assert found(scanner, text) == [("4111 1111 1111 1111", "CREDIT_CARD")]
 
 
+@pytest.mark.parametrize("block", [PEM, PGP], ids=["pem", "pgp"])
+def test_key_block_is_reported_once_its_end_line_is_whole(scanner: Scanner, block: str) -> None:
+    text = f"key:\n{block}\nthanks"
+    end = 5 + len(block)
+    for cut in range(len(text) + 1):
+        matches, safe = scanner.scan(text[:cut], ALL_KINDS, False, 0)
+        if cut <= end:  # the END line may still grow: nothing from the block on is final
+            assert matches == []
+            assert safe <= 5
+        else:
+            assert matches == [(5, end, KINDS.index("PRIVATE_KEY"))]
+            assert safe > end
+
+
 def test_private_key_still_arriving_holds_everything_from_its_start(scanner: Scanner) -> None:
     head = "key:\n-----BEGIN RSA PRIV"
     assert scanner.scan(head, ALL_KINDS, False, 0) == ([], 5)
@@ -251,10 +335,22 @@ def test_private_key_still_arriving_holds_everything_from_its_start(scanner: Sca
     assert safe == whole.index("thanks")
 
 
-def test_growing_text_reports_only_whole_text_matches(scanner: Scanner) -> None:
-    text = "Contact jane@example.com or +1 415 555 2671 today; SSN 123-45-6789. Bye"
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("Contact jane@example.com or +1 415 555 2671 today; SSN 123-45-6789. Bye", 3),
+        ("IBAN BE41 0099 3052 4944, card 5170 0113 1529 1397, tel 020 7946 0958 ok", 1),
+        ("+44 20 7946 0958 4111 1111 1111 1111 or 020 7946 0958 123-45-6789 x", 4),
+        ("call 415-555-2671x1234, or (0406)-812415 end", 2),
+        ("tel 020 7946 0958 24/7, 020 7946 0958 24 hours, not 5170 0113 1529 1397 1/2", 2),
+        ("not 0113 1529 1397 2024 or 5170 0113 1529 1397, but 415 555 2671 3 times", 1),
+    ],
+)
+def test_growing_text_reports_only_whole_text_matches(
+    scanner: Scanner, text: str, count: int
+) -> None:
     whole, _ = scanner.scan(text, ALL_KINDS, True, 0)
-    assert len(whole) == 3
+    assert len(whole) == count
     for cut in range(len(text) + 1):
         matches, safe = scanner.scan(text[:cut], ALL_KINDS, False, 0)
         assert 0 <= safe <= cut
@@ -375,6 +471,14 @@ def test_negative_start_is_rejected(scanner: Scanner) -> None:
         "07417 346555",
         "06-52454282",
         "0345061053",
+        "+39 07062433645",
+        "(0406)-812415",
+        "(082)-3165953",
+        "415-555-2671x1234",
+        "(432)737-5327x1105",
+        "228.383.7277x48778",
+        "+1-599-535-0952x62053",
+        "001-637-401-2261x01095",
     ],
 )
 def test_more_phone_formats(scanner: Scanner, value: str) -> None:
@@ -395,3 +499,68 @@ def test_more_phone_formats(scanner: Scanner, value: str) -> None:
 )
 def test_more_lookalikes(scanner: Scanner, text: str) -> None:
     assert scanner.scan(text, ALL_KINDS, True, 0)[0] == []
+
+
+# -- numbers inside longer numbers --------------------------------------------------------
+
+
+# A card number or IBAN that fails its check holds no smaller value: no phone number in
+# digit groups joined by spaces into a longer number (19 digits at most, a card's
+# length), no phone or card number in the groups of an IBAN.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 5170 0113 1529 1397 (fails Luhn)",
+        "card 9170 0113 1529 1397, no issuer",
+        "account 0113 1529 1397 5170",
+        "IBAN BE41 0099 3052 4944.",
+        '{"IBAN": "FI54 0493 8001 6471 83"}',
+        "IBAN IE23 WWNC 0968 0471 2690 65",
+        "IBAN NL66 LJYF 0376 4384 13",
+        "IBAN RO78 DBVQ 4278 9579 4295 2191",
+        "IBAN AZ30 MLQR 3191 3013 0746 6261 4704",
+        "IBAN PT96 4943 3832 8366 4008 7685 6",
+        "IBAN CH17 4318 8584 6384 4563 9",
+        "Ring 415-555-2671x123456 today",
+    ],
+)
+def test_pieces_of_longer_numbers_are_not_values(scanner: Scanner, text: str) -> None:
+    assert found(scanner, text) == []
+
+
+# Values side by side are each found: together they are longer than any one number, or
+# one of them is written another way (`-`, `.`, `:`, a letter).
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "+44 20 7946 0958 4111 1111 1111 1111",
+            [("+44 20 7946 0958", "PHONE"), ("4111 1111 1111 1111", "CREDIT_CARD")],
+        ),
+        (
+            "4111 1111 1111 1111 020 7946 0958",
+            [("4111 1111 1111 1111", "CREDIT_CARD"), ("020 7946 0958", "PHONE")],
+        ),
+        ("020 7946 0958 123-45-6789", [("020 7946 0958", "PHONE"), ("123-45-6789", "SSN")]),
+        ("123-45-6789 020 7946 0958", [("123-45-6789", "SSN"), ("020 7946 0958", "PHONE")]),
+        ("020 7946 0958 192.168.0.1", [("020 7946 0958", "PHONE"), ("192.168.0.1", "IPV4")]),
+        (
+            "+44 20 7946 0958 2001:db8::1",
+            [("+44 20 7946 0958", "PHONE"), ("2001:db8::1", "IPV6")],
+        ),
+        ("call 020 7946 0958 24h a day", [("020 7946 0958", "PHONE")]),
+        ("card 4111 1111 1111 1111 09/29", [("4111 1111 1111 1111", "CREDIT_CARD")]),
+        ("exp 12/28 4111 1111 1111 1111", [("4111 1111 1111 1111", "CREDIT_CARD")]),
+        ("card #2 4111 1111 1111 1111", [("4111 1111 1111 1111", "CREDIT_CARD")]),
+        ("call 415 555 2671 24/7", [("415 555 2671", "PHONE")]),
+        ("total 1,299 020 7946 0958", [("020 7946 0958", "PHONE")]),
+        ("IBAN DE89 3704 0044 0532 0130 00", [("DE89 3704 0044 0532 0130 00", "IBAN")]),
+    ],
+)
+def test_values_side_by_side_are_each_found(scanner: Scanner, text: str, expected: Found) -> None:
+    assert found(scanner, text) == expected
+
+
+def test_digit_groups_before_start_are_context(scanner: Scanner) -> None:
+    text = "card 5170 0113 1529 1397"
+    assert scanner.scan(text, ALL_KINDS, True, text.index("0113")) == ([], len(text))

@@ -276,6 +276,16 @@ class _Checker:
         chain = value.get("chain")
         if isinstance(chain, list):
             self._check_chain(chain, path + ("chain",))
+        models = value.get("models")
+        if isinstance(models, list):
+            routable = self._routable()
+            for i, model in enumerate(models):
+                if isinstance(model, str) and not routable(model):
+                    self.add(
+                        path + ("models", i),
+                        f"model '{model}' is not routed by any target (a target's model or "
+                        "id, or <provider>:chat:<model> for a configured provider)",
+                    )
         overrides = value.get("policy")
         if not isinstance(overrides, dict):
             return
@@ -291,6 +301,25 @@ class _Checker:
             base = global_opts.get(name) if isinstance(global_opts, dict) else None
             merged = {**(base if isinstance(base, dict) else {}), **(opts or {})}
             self.walk(merged, policy_registry.POLICIES[str(name)].Options, opath)
+
+    def _routable(self) -> Callable[[str], bool]:
+        """Does a model name resolve to a target (the router's rules, on raw data)?"""
+        root = self.root if isinstance(self.root, dict) else {}
+        providers = root.get("providers")
+        targets = providers.get("targets") if isinstance(providers, dict) else None
+        names: set[str] = set()
+        kinds: set[str] = set()
+        for t in targets if isinstance(targets, list) else []:
+            if isinstance(t, dict):
+                names |= {v for k in ("id", "model") if isinstance(v := t.get(k), str)}
+                if isinstance(t.get("provider"), str):
+                    kinds.add(t["provider"])
+
+        def routable(model: str) -> bool:
+            kind, sep, rest = model.partition(":chat:")
+            return model in names or bool(sep and rest and kind in kinds)
+
+        return routable
 
     def _check_chain(self, chain: list[Any], path: Path) -> None:
         seen: set[str] = set()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import openai
 import pytest
 from click.testing import CliRunner
@@ -361,3 +362,45 @@ def test_a_full_audit_queue_is_counted_in_metrics(
     assert float(dropped[0].split()[-1]) >= 5  # 8 sent, at most 1 in flight + 2 queued
     assert "ktproxy_audit_queue_depth" in text
     assert len(upstream.requests) == 9  # every request was served all the same
+
+
+def test_jsonl_sink_end_to_end(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream, tmp_path: Path
+) -> None:
+    template = tmp_path / "logs" / "audit-{instance}.jsonl"
+    config = (
+        openai_config(upstream.url, chain="[pii-detector, audit-logger]")
+        + f"""
+gateway: {{port: 41002, instance: "gw a/1"}}
+policy:
+  audit-logger: {{sink: jsonl, path: "{template}", flush_interval_ms: 5, max_file_bytes: 4096}}
+"""
+    )
+    config = config.replace("gateway: {port: 41002}\n", "", 1)
+    gw = make_gateway(config, ENV)
+    client = sdk_client(gw)
+    for i in range(12):
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": f"mail {i}@example.com"}]
+        )
+    live = tmp_path / "logs" / "audit-gw_a_1.jsonl"  # the instance name made file-safe
+    deadline = time.monotonic() + 10
+    files: list[Path] = []
+    while time.monotonic() < deadline:
+        # rotated files (oldest first), then the live one: the order records were written
+        files = sorted(
+            (tmp_path / "logs").glob("audit-gw_a_1.jsonl*"), key=lambda f: (f == live, f)
+        )
+        lines = [ln for f in files if f.suffix != ".json" for ln in f.read_bytes().splitlines()]
+        if len(lines) >= 12:
+            break
+        time.sleep(0.02)
+    assert len(lines) == 12  # (the live file may have just been rotated away)
+    assert any(f.name.endswith(".rotated") for f in files)  # 4 KiB files: it rotated
+    first = msgspec.json.decode(lines[0], type=AuditRecord)
+    assert first.chain == "gw a/1" and first.seq == 1
+    assert b"@example.com" not in b"".join(lines)
+    path = tmp_path / "policy.yaml"
+    path.write_text(config, encoding="utf-8")
+    out = CliRunner().invoke(main, ["audit", "verify", "-c", str(path)], env={"UPSTREAM_KEY": "x"})
+    assert out.exit_code == 0 and "chain gw a/1: 12 records" in out.output, out.output

@@ -160,6 +160,7 @@ consumers:
       policy:
         pii-detector: {action: redcat}
       limits: {requests_per_minute: 0}
+      models: [gpt-4o, openai:chat:gpt-5, gpt-9, anthropic:chat:claude]
     - id: a
       keys: [{env: K1}]
 """
@@ -173,6 +174,11 @@ consumers:
     assert any("duplicate group id 'a'" in m for m in messages)
     assert any("already a key of group #1" in m for m in messages)
     assert any("K1 is not set" in m for m in messages)
+    unrouted = [p.path for p in problems if "not routed" in p.message]
+    assert unrouted == [
+        ("consumers", "groups", 0, "models", 2),
+        ("consumers", "groups", 0, "models", 3),
+    ]
 
 
 def test_models_lists_what_the_group_may_use(

@@ -12,10 +12,12 @@ import json
 import logging
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -52,7 +54,7 @@ SEED_WARNING = (
     "provider key"
 )
 EXAMPLE_WARNING = (
-    f"{EXAMPLE}:17: warning: $.providers.targets[1].secret_key_ref.env: environment variable "
+    f"{EXAMPLE}:19: warning: $.providers.targets[1].secret_key_ref.env: environment variable "
     "OPENAI_API_KEY is not set; requests to this target need the client to send its own "
     "provider key"
 )
@@ -398,6 +400,7 @@ class GatewayProcess:
     stderr: list[str] = field(default_factory=list)
     new_stdout: queue.Queue[str] = field(default_factory=queue.Queue)
     readers: list[threading.Thread] = field(default_factory=list)
+    cwd: Path = field(default_factory=Path)  # where the gateway runs (and writes)
 
     def wait_for_stdout(self, prefix: str, timeout: float = STARTUP_TIMEOUT) -> str:
         """The first stdout line starting with `prefix`; fails if the process exits first."""
@@ -441,10 +444,18 @@ def _pump(stream: IO[str], sink: list[str], notify: queue.Queue[str] | None) -> 
 def gateway_process(
     command: list[str], args: list[str], env: Mapping[str, str] | None = None
 ) -> Iterator[GatewayProcess]:
-    """Start `kt ...args`; the process is killed by its PID when the block ends."""
+    """Start `kt ...args`; the process is killed by its PID when the block ends.
+
+    It runs in a scratch directory holding copies of `examples/` and `tests/configs/`
+    (so relative config paths, and the messages naming them, are as in the repository)
+    where whatever the gateway writes (the example's audit database) is thrown away.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="kt-gateway-"))
+    for rel in ("examples", "tests/configs"):
+        shutil.copytree(REPO / rel, scratch / rel)
     popen = subprocess.Popen(
         [*command, *args],
-        cwd=REPO,
+        cwd=scratch,
         env=process_env() if env is None else dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -452,7 +463,7 @@ def gateway_process(
         text=True,
         encoding="utf-8",
     )
-    proc = GatewayProcess(popen)
+    proc = GatewayProcess(popen, cwd=scratch)
     assert popen.stdout is not None and popen.stderr is not None
     proc.readers = [
         threading.Thread(target=_pump, args=(popen.stdout, proc.stdout, proc.new_stdout)),
@@ -472,6 +483,7 @@ def gateway_process(
             proc.join_readers()
             popen.stdout.close()
             popen.stderr.close()
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
@@ -536,6 +548,15 @@ def test_gateway_serves_and_stops_on_sigterm(command: list[str]) -> None:
         assert proc.wait() == 0, proc.output()
         assert EXAMPLE_WARNING in proc.stderr
         assert not any("Traceback" in line for line in proc.stderr), proc.output()
+        # The example's embedded defaults: the audit record of that completion is in
+        # the SQLite store, written out before the process exited.
+        from ktproxy.audit.sink import Query
+        from ktproxy.audit.sqlite_sink import SQLiteSink
+
+        store = SQLiteSink(proc.cwd / "ktproxy-audit.db")
+        (record,) = store.query(Query()).records
+        store.close()
+        assert (record.model, record.status, record.target) == ("gpt-4o", 200, "mock-echo")
     assert_not_listening("127.0.0.1", port)
 
 

@@ -56,6 +56,35 @@ class MockOptions(Struct, forbid_unknown_fields=True, frozen=True):
     chunk_delay_ms: Annotated[float, Meta(ge=0)] = 0.0
 
 
+class AnthropicOptions(Struct, forbid_unknown_fields=True, frozen=True):
+    """How the `anthropic` provider talks to the Messages API."""
+
+    # The `anthropic-version` header sent upstream.
+    version: NonEmpty = "2023-06-01"
+    # Anthropic requires max_tokens; used when the OpenAI request sets none.
+    max_tokens: Annotated[int, Meta(ge=1)] = 4096
+
+
+class VertexOptions(Struct, forbid_unknown_fields=True, frozen=True):
+    """How the `google-vertex` provider reaches Gemini.
+
+    `api: gemini` is the Gemini API (`generativelanguage.googleapis.com`, key in
+    `x-goog-api-key`); `api: vertex` is Vertex AI (`<location>-aiplatform.googleapis.com`,
+    project and location in the path, an OAuth bearer token as the key).
+    """
+
+    api: Literal["gemini", "vertex"] = "gemini"
+    project: NonEmpty | None = None
+    location: NonEmpty = "us-central1"
+
+
+class OllamaOptions(Struct, forbid_unknown_fields=True, frozen=True):
+    """Which of Ollama's APIs the `ollama` provider uses."""
+
+    # openai: its OpenAI-compatible /v1/chat/completions; native: /api/chat (NDJSON).
+    api: Literal["openai", "native"] = "openai"
+
+
 class Target(Struct, forbid_unknown_fields=True, frozen=True):
     """One upstream a model name can route to."""
 
@@ -70,6 +99,9 @@ class Target(Struct, forbid_unknown_fields=True, frozen=True):
     timeouts: Timeouts | None = None
     max_connections: Annotated[int, Meta(ge=1, le=10000)] = 100
     mock: MockOptions | None = None
+    anthropic: AnthropicOptions | None = None
+    vertex: VertexOptions | None = None
+    ollama: OllamaOptions | None = None
 
 
 class Providers(Struct, forbid_unknown_fields=True, frozen=True):

@@ -186,8 +186,13 @@ class _Checker:
                 )
             elif kind in provider_registry.NETWORKED and value.get("base_url") is None:
                 self.add(path, f"missing required key 'base_url' (provider '{kind}')")
-            if value.get("mock") is not None and kind != "mock":  # `mock: null` is the default
-                self.add(path + ("mock",), "only valid for provider 'mock'")
+            for section, owner in _PROVIDER_SECTIONS.items():
+                if value.get(section) is not None and kind != owner:  # null is the default
+                    self.add(path + (section,), f"only valid for provider '{owner}'")
+            vertex = value.get("vertex")
+            if kind == "google-vertex" and isinstance(vertex, dict):
+                if vertex.get("api") == "vertex" and not vertex.get("project"):
+                    self.add(path + ("vertex",), "api 'vertex' needs a project")
         url = value.get("base_url")
         if isinstance(url, str) and not _valid_url(url):
             self.add(
@@ -396,6 +401,14 @@ _RULES: dict[type, Callable[[_Checker, dict[str, Any], Path], None]] = {
     Consumers: _Checker.check_consumers,
     ConsumerGroup: _Checker.check_group,
     KeyRef: _Checker.check_key,
+}
+
+# Provider-specific sections of a target and the provider each belongs to.
+_PROVIDER_SECTIONS = {
+    "mock": "mock",
+    "anthropic": "anthropic",
+    "vertex": "google-vertex",
+    "ollama": "ollama",
 }
 
 _URL = re.compile(

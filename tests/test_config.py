@@ -65,10 +65,11 @@ SEED_KEY_WARNING = (
     "provider key"
 )
 TARGET_KEYS = (
-    "id, provider, model, base_url, secret_key_ref, client_key, timeouts, max_connections, mock"
+    "id, provider, model, base_url, secret_key_ref, client_key, timeouts, max_connections, mock, "
+    "anthropic, vertex, ollama"
 )
 TOP_KEYS = "providers, pack, gateway, policies, consumers, admin, policy"
-KNOWN_PROVIDERS = "mock, openai, anthropic, google-vertex, ollama"
+KNOWN_PROVIDERS = "anthropic, google-vertex, mock, ollama, openai"
 # Derived from the registry, so that a policy landing changes only the tests that pin
 # the seed and the every-problem file.
 KNOWN_POLICIES = ", ".join(sorted(policy_registry.POLICIES) + sorted(policy_registry.PLANNED))
@@ -188,14 +189,12 @@ BAD_EVERYTHING_REPORT = [
     "bad.yaml:17: $.providers.targets[0].client_key: expected one of forward, ignore; got 'maybe'",
     "bad.yaml:18: $.providers.targets[0].mock: only valid for provider 'mock'",
     f"bad.yaml:19: $.providers.targets[0].colour: unknown key; expected one of {TARGET_KEYS}",
+    "bad.yaml:20: $.providers.targets[1]: missing required key 'base_url' (provider 'anthropic')",
     "bad.yaml:20: $.providers.targets[1].id: duplicate target id 'primary' "
     "(first defined on line 12)",
-    "bad.yaml:21: $.providers.targets[1].provider: provider 'anthropic' is not yet available "
-    "in this release; available: mock, openai",
-    "bad.yaml:24: $.providers.targets[2].provider: provider 'google-vertex' is not yet "
-    "available in this release; available: mock, openai",
-    "bad.yaml:27: $.providers.targets[3].provider: provider 'ollama' is not yet available "
-    "in this release; available: mock, openai",
+    "bad.yaml:23: $.providers.targets[2]: missing required key 'base_url' (provider "
+    "'google-vertex')",
+    "bad.yaml:26: $.providers.targets[3]: missing required key 'base_url' (provider 'ollama')",
     "bad.yaml:28: $.providers.targets[3].model: expected `str`; got `int`",
     f"bad.yaml:30: $.providers.targets[4].provider: unknown provider 'azure'; "
     f"expected one of {KNOWN_PROVIDERS}",
@@ -532,11 +531,27 @@ def test_unknown_provider_kind() -> None:
 
 
 @pytest.mark.parametrize("kind", ["anthropic", "google-vertex", "ollama"])
-def test_planned_provider_kinds(kind: str) -> None:
+def test_networked_provider_kinds_need_a_base_url(kind: str) -> None:
     text = f"providers:\n  targets:\n    - {{id: a, provider: {kind}, model: m}}\n"
     assert lint(text) == [
-        f"c.yaml:3: $.providers.targets[0].provider: provider '{kind}' is not yet available "
-        "in this release; available: mock, openai"
+        f"c.yaml:3: $.providers.targets[0]: missing required key 'base_url' (provider '{kind}')"
+    ]
+
+
+def test_provider_sections_belong_to_their_provider() -> None:
+    text = dedent(
+        """
+        providers:
+          targets:
+            - {id: a, provider: openai, model: m, base_url: "http://x", anthropic: {}}
+            - {id: b, provider: google-vertex, model: m, base_url: "http://x",
+               vertex: {api: vertex}}
+            - {id: c, provider: ollama, model: m, base_url: "http://x", ollama: {api: native}}
+        """
+    )
+    assert lint(text) == [
+        "c.yaml:3: $.providers.targets[0].anthropic: only valid for provider 'anthropic'",
+        "c.yaml:5: $.providers.targets[1].vertex: api 'vertex' needs a project",
     ]
 
 

@@ -15,13 +15,16 @@ if TYPE_CHECKING:
 PROVIDERS: dict[str, str] = {
     "openai": "ktproxy.providers.openai:OpenAIProvider",
     "mock": "ktproxy.providers.mock:MockProvider",
+    "anthropic": "ktproxy.providers.anthropic:AnthropicProvider",
+    "google-vertex": "ktproxy.providers.vertex:VertexProvider",
+    "ollama": "ktproxy.providers.ollama:OllamaProvider",
 }
 
 # Part of the product's config format, not yet implemented in this release.
-PLANNED: frozenset[str] = frozenset({"anthropic", "google-vertex", "ollama"})
+PLANNED: frozenset[str] = frozenset()
 
 # Kinds that talk to a network upstream and so need `base_url`.
-NETWORKED: frozenset[str] = frozenset({"openai"})
+NETWORKED: frozenset[str] = frozenset({"openai", "anthropic", "google-vertex", "ollama"})
 
 
 def provider_class(kind: str) -> type[Provider]:

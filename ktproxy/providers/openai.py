@@ -12,8 +12,14 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from ktproxy.config import Target, Timeouts, normalise_base_url
-from ktproxy.errors import GatewayError, upstream_timeout, upstream_unreachable
 from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
+from ktproxy.providers.http import (
+    MAX_ERROR_BODY,
+    client_timeout,
+    post,
+    read_error,
+    switch_to_idle_timeout,
+)
 
 # Upstream response headers a client may rely on; everything else (hop-by-hop,
 # content-length, server identity, cookies) stays at the gateway.
@@ -33,11 +39,9 @@ PASS_RESPONSE_HEADERS = (
     "x-ratelimit-reset-tokens",
 )
 
-_MAX_ERROR_BODY = 1 << 20
-
 
 class OpenAIResponse(UpstreamResponse):
-    """An aiohttp response from an OpenAI-compatible upstream."""
+    """An aiohttp response from an OpenAI-compatible upstream, passed through."""
 
     def __init__(self, resp: aiohttp.ClientResponse, target: Target, timeouts: Timeouts) -> None:
         self._resp = resp
@@ -48,18 +52,15 @@ class OpenAIResponse(UpstreamResponse):
         ctype = resp.headers.get("content-type", "")
         self.content_type = ctype
         self.is_event_stream = ctype.startswith("text/event-stream")
-        # After the headers, silence between body reads is the idle timeout's business.
-        conn = resp.connection
-        if conn is not None and conn.protocol is not None:
-            conn.protocol.read_timeout = timeouts.idle
+        switch_to_idle_timeout(resp, timeouts)
 
     async def read(self) -> bytes:
         try:
             if self.status >= 400:
-                return await self._resp.content.read(_MAX_ERROR_BODY)
+                return await self._resp.content.read(MAX_ERROR_BODY)
             return await self._resp.read()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._read_error(exc) from None
+            raise read_error(exc, self._target, self._timeouts) from None
         finally:
             self._resp.release()
 
@@ -72,22 +73,13 @@ class OpenAIResponse(UpstreamResponse):
                     return
                 yield data
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._read_error(exc) from None
+            raise read_error(exc, self._target, self._timeouts) from None
 
     def close(self) -> None:
         if self._resp.content.at_eof():
             self._resp.release()
         else:
             self._resp.close()
-
-    def _read_error(self, exc: BaseException) -> GatewayError:
-        """What a failure while reading the body means for the client (504 or 502)."""
-        tid = self._target.id
-        if isinstance(exc, aiohttp.SocketTimeoutError):
-            return upstream_timeout(tid, "idle", self._timeouts.idle)
-        if isinstance(exc, TimeoutError):
-            return upstream_timeout(tid, "total", self._timeouts.total or 0.0)
-        return upstream_unreachable(tid, _describe(exc))
 
 
 class OpenAIProvider(Provider):
@@ -105,12 +97,7 @@ class OpenAIProvider(Provider):
         super().__init__(target, timeouts, api_key, session)
         assert target.base_url is not None and session is not None
         self.chat_url = normalise_base_url(target.base_url) + "/v1/chat/completions"
-        self._timeout = aiohttp.ClientTimeout(
-            total=timeouts.total,
-            sock_connect=timeouts.connect,
-            # Until the response headers arrive; switched to `idle` after them.
-            sock_read=timeouts.first_byte,
-        )
+        self._timeout = client_timeout(timeouts)
 
     async def chat(self, call: UpstreamCall) -> UpstreamResponse:
         assert self.session is not None
@@ -119,28 +106,13 @@ class OpenAIProvider(Provider):
         if call.api_key:
             headers["Authorization"] = f"Bearer {call.api_key}"
         headers["Accept"] = "text/event-stream" if call.stream else "application/json"
-        tid = self.target.id
-        try:
-            resp = await self.session.post(
-                self.chat_url, data=call.body, headers=headers, timeout=self._timeout
-            )
-        except aiohttp.ConnectionTimeoutError:
-            raise upstream_timeout(tid, "connect", self.timeouts.connect) from None
-        except aiohttp.SocketTimeoutError:
-            raise upstream_timeout(tid, "first_byte", self.timeouts.first_byte) from None
-        except TimeoutError:
-            raise upstream_timeout(tid, "total", self.timeouts.total or 0.0) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise upstream_unreachable(tid, _describe(exc)) from None
+        resp = await post(
+            self.session,
+            self.chat_url,
+            data=call.body,
+            headers=headers,
+            timeout=self._timeout,
+            target=self.target,
+            timeouts=self.timeouts,
+        )
         return OpenAIResponse(resp, self.target, self.timeouts)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for a client error message (never a traceback or a key)."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "upstream closed the connection"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "upstream response was cut short"
-    return type(exc).__name__

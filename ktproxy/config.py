@@ -111,6 +111,52 @@ class Providers(Struct, forbid_unknown_fields=True, frozen=True):
     timeouts: Timeouts = Timeouts()
 
 
+class Retries(Struct, forbid_unknown_fields=True, frozen=True):
+    """Tries of one target before falling back to the next (1: no retry)."""
+
+    attempts: Annotated[int, Meta(ge=1, le=10)] = 1
+    # Exponential backoff with full jitter between tries of one target; an upstream's
+    # Retry-After is honoured up to max_backoff_ms.
+    backoff_ms: Annotated[float, Meta(ge=0)] = 100.0
+    max_backoff_ms: Annotated[float, Meta(ge=0)] = 2000.0
+
+
+class CircuitBreaker(Struct, forbid_unknown_fields=True, frozen=True):
+    """Rests a target after `failures` failed calls in a row, for `cooldown_s`."""
+
+    failures: Annotated[int, Meta(ge=1)] = 5
+    cooldown_s: Annotated[float, Meta(gt=0)] = 30.0
+
+
+FallbackOn = Literal["connect", "timeout", "5xx", "429"]
+
+
+class ModelRoute(Struct, forbid_unknown_fields=True, frozen=True):
+    """A model name clients send, served by several targets."""
+
+    name: NonEmpty
+    # In fallback order; with `weights`, the first target of a request is drawn by
+    # weight and the others follow in this order.
+    targets: Annotated[list[NonEmpty], Meta(min_length=1)]
+    weights: list[Annotated[float, Meta(gt=0)]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.weights is not None and len(self.weights) != len(self.targets):
+            raise ValueError("weights must have one entry per target")
+        if len(set(self.targets)) != len(self.targets):
+            raise ValueError("a target appears twice in targets")
+
+
+class Routing(Struct, forbid_unknown_fields=True, frozen=True):
+    """Fallbacks, retries, load balancing and circuit breaking across targets."""
+
+    models: list[ModelRoute] = []
+    retries: Retries = Retries()
+    fallback_on: tuple[FallbackOn, ...] = ("connect", "timeout", "5xx", "429")
+    # null: never rest a target
+    circuit_breaker: CircuitBreaker | None = CircuitBreaker()
+
+
 class Policies(Struct, forbid_unknown_fields=True, frozen=True):
     """Which policies run, in order."""
 
@@ -190,6 +236,7 @@ class Config(Struct, forbid_unknown_fields=True, frozen=True):
     pack: Pack | None = None
     gateway: Gateway = Gateway()
     policies: Policies = Policies()
+    routing: Routing = Routing()
     consumers: Consumers = Consumers()
     admin: Admin = Admin()
     # Per-policy options, keyed by policy name (null: the policy's defaults); each

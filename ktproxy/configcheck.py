@@ -21,7 +21,16 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import msgspec
 
-from ktproxy.config import Config, ConsumerGroup, Consumers, KeyRef, Policies, Providers, Target
+from ktproxy.config import (
+    Config,
+    ConsumerGroup,
+    Consumers,
+    KeyRef,
+    Policies,
+    Providers,
+    Routing,
+    Target,
+)
 from ktproxy.policies import registry as policy_registry
 from ktproxy.providers import registry as provider_registry
 from ktproxy.yamlsource import Path, SourceMap, YamlSyntaxError, format_path, load_yaml
@@ -320,6 +329,12 @@ class _Checker:
                 if isinstance(t.get("provider"), str):
                     kinds.add(t["provider"])
 
+        routing = root.get("routing")
+        routes = routing.get("models") if isinstance(routing, dict) else None
+        for route in routes if isinstance(routes, list) else []:
+            if isinstance(route, dict) and isinstance(route.get("name"), str):
+                names.add(route["name"])
+
         def routable(model: str) -> bool:
             kind, sep, rest = model.partition(":chat:")
             return model in names or bool(sep and rest and kind in kinds)
@@ -367,6 +382,36 @@ class _Checker:
                     "must come before it in the chain",
                 )
 
+    def check_routing(self, value: dict[str, Any], path: Path) -> None:
+        models = value.get("models")
+        if not isinstance(models, list):
+            return
+        root = self.root if isinstance(self.root, dict) else {}
+        providers = root.get("providers")
+        targets = providers.get("targets") if isinstance(providers, dict) else None
+        ids = (
+            {t.get("id") for t in targets if isinstance(t, dict)}
+            if isinstance(targets, list)
+            else set()
+        )
+        seen: dict[str, int] = {}
+        for i, route in enumerate(models):
+            if not isinstance(route, dict):
+                continue
+            name = route.get("name")
+            if isinstance(name, str):
+                if name in seen:
+                    first = self.smap.line_of(path + ("models", seen[name], "name"))
+                    self.add(
+                        path + ("models", i, "name"),
+                        f"duplicate model route '{name}' (first defined on line {first})",
+                    )
+                else:
+                    seen[name] = i
+            for j, tid in enumerate(route.get("targets") or []):
+                if isinstance(tid, str) and tid not in ids:
+                    self.add(path + ("models", i, "targets", j), f"no target with id '{tid}'")
+
     def check_root(self, value: dict[str, Any], path: Path) -> None:
         self._check_content_order(value)
         options = value.get("policy")
@@ -400,6 +445,7 @@ _RULES: dict[type, Callable[[_Checker, dict[str, Any], Path], None]] = {
     Policies: _Checker.check_policies,
     Consumers: _Checker.check_consumers,
     ConsumerGroup: _Checker.check_group,
+    Routing: _Checker.check_routing,
     KeyRef: _Checker.check_key,
 }
 

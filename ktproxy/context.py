@@ -24,6 +24,16 @@ class Decision:
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One call to one upstream target: what came back and how long it took."""
+
+    target: str
+    outcome: str  # ok, client_error, 5xx, 429, connect, timeout
+    status: int | None
+    ms: float
+
+
+@dataclass(slots=True)
 class RequestContext:
     """Everything a policy may look at or change for one request.
 
@@ -48,6 +58,7 @@ class RequestContext:
     status: int | None = None
     error_code: str | None = None
     decisions: list[Decision] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)  # upstream calls, in order
     usage: dict[str, Any] | None = None
     # Scratch space for policies (keyed by policy name), e.g. pseudonym tables.
     state: dict[str, Any] = field(default_factory=dict)

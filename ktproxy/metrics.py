@@ -65,6 +65,35 @@ class GatewayCollector(Collector):
         for (group, kind), count in sorted(refusals.items()):
             limited.add_metric([group, kind], count)
         yield limited
+        attempts = CounterMetricFamily(
+            "ktproxy_upstream_attempts",
+            "Calls to upstream targets by outcome (ok, client_error, 5xx, 429, connect, "
+            "timeout); retries and fallbacks make several per request.",
+            labels=["target", "outcome"],
+        )
+        fallbacks = CounterMetricFamily(
+            "ktproxy_fallbacks", "Requests moved on from a failing target.", labels=["target"]
+        )
+        opened = CounterMetricFamily(
+            "ktproxy_circuit_opened", "Times a target's circuit breaker rested it.",
+            labels=["target"],
+        )  # fmt: skip
+        resting = GaugeMetricFamily(
+            "ktproxy_circuit_open", "1 while a target's circuit breaker rests it.",
+            labels=["target"],
+        )  # fmt: skip
+        if runtime is not None:
+            runner = runtime.attempts
+            for (target, outcome), count in sorted(runner.counts.items()):
+                attempts.add_metric([target, outcome], count)
+            for target, count in sorted(runner.fallbacks.items()):
+                fallbacks.add_metric([target], count)
+            for target, count in sorted(runner.breakers.opened.items()):
+                opened.add_metric([target], count)
+            for provider in runtime.router.providers:
+                tid = provider.target.id
+                resting.add_metric([tid], 1.0 if runner.breakers.is_open(tid) else 0.0)
+        yield from (attempts, fallbacks, opened, resting)
 
 
 def registry_for(app: web.Application) -> CollectorRegistry:

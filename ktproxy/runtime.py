@@ -27,6 +27,7 @@ from ktproxy.providers import registry as provider_registry
 from ktproxy.providers.base import Provider
 from ktproxy.providers.pool import SessionPool
 from ktproxy.providers.router import Router
+from ktproxy.providers.routing import AttemptRunner, Breakers, RoutePlanner
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,8 @@ class Runtime:
     consumers: ConsumerTable
     limiter: RateLimiter
     resources: PolicyResources
+    planner: RoutePlanner
+    attempts: AttemptRunner
     admin_key: str | None = None  # sha256 digest of the admin key; None: admin API off
 
     @property
@@ -144,5 +147,7 @@ def build_runtime(
         consumers,
         limiter or LocalRateLimiter(),
         PolicyResources(config.gateway.instance),
+        RoutePlanner(router, config.routing),
+        AttemptRunner(config.routing, Breakers(config.routing.circuit_breaker)),
         _env_digest(admin, env) if admin is not None else None,
     )

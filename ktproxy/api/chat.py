@@ -34,6 +34,7 @@ from ktproxy.policies.base import PolicyViolation
 from ktproxy.policies.chain import CompiledChain
 from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
 from ktproxy.providers.registry import NETWORKED
+from ktproxy.providers.router import Route
 from ktproxy.runtime import Runtime
 from ktproxy.state import STATE
 from ktproxy.wire.openai import request_head_decoder
@@ -179,21 +180,19 @@ async def _chat_completions(request: web.Request, request_id: str) -> web.Stream
         except msgspec.DecodeError as exc:
             raise _decode_error(exc) from None
         ctx.model, ctx.stream = head.model, bool(head.stream)
-        route = runtime.router.resolve(head.model)
-        if route is None:
+        routes = runtime.planner.routes(head.model)
+        if routes is None:
             raise model_not_found(head.model)
-        provider = route.provider
-        ctx.target_id, ctx.provider = provider.target.id, provider.kind
-        ctx.upstream_model = route.upstream_model
-        if not group.allows(head.model, (provider.target.id, route.upstream_model)):
+        first = routes[0]
+        ctx.target_id, ctx.provider = first.provider.target.id, first.provider.kind
+        ctx.upstream_model = first.upstream_model
+        if not group.allows(head.model, (first.provider.target.id, first.upstream_model)):
             raise model_not_allowed(head.model, group.id)
         if group.limits is not None:
             refusal = await runtime.limiter.admit(group.id, group.limits)
             if refusal is not None:
                 raise rate_limited(group.id, refusal.kind, refusal.limit, refusal.retry_after)
-        return await _exchange(
-            request, runtime, group, provider, ctx, identity.bearer_is_gateway_key
-        )
+        return await _exchange(request, runtime, group, routes, ctx, identity.bearer_is_gateway_key)
     except GatewayError as exc:
         ctx.status, ctx.error_code = exc.status, exc.code
         raise
@@ -221,21 +220,17 @@ async def _exchange(
     request: web.Request,
     runtime: Runtime,
     group: Group,
-    provider: Provider,
+    routes: list[Route],
     ctx: RequestContext,
     bearer_is_gateway_key: bool,
 ) -> web.StreamResponse:
     chain = group.chain
-    api_key = _upstream_key(request, provider, bearer_is_gateway_key)
     if chain.has_request_hooks:
         try:
             await chain.run_request(ctx)
         except PolicyViolation as exc:
             _note_block(ctx, exc)
             raise violation_error(exc.policy, exc.code, exc.message) from None
-    if ctx.upstream_model != ctx.model:
-        ctx.body["model"] = ctx.upstream_model
-        ctx.mark_body_changed()
     strip_usage = False
     if ctx.stream and _needs_usage(group):
         options = ctx.body.get("stream_options")
@@ -248,17 +243,36 @@ async def _exchange(
             }
             ctx.mark_body_changed()
             strip_usage = True
-    body = orjson.dumps(ctx.body) if ctx.body_changed else ctx.raw_body
-    call = UpstreamCall(
-        body=body,
-        stream=ctx.stream,
-        api_key=api_key,
-        request_id=ctx.request_id,
-        headers={k: h for k in FORWARD_HEADERS if (h := request.headers.get(k))},
-    )
+    forwarded = {k: h for k in FORWARD_HEADERS if (h := request.headers.get(k))}
+    bodies: dict[str, bytes] = {}
+
+    def body_for(model: str) -> bytes:
+        """The request as sent upstream, for the model name a target is asked for."""
+        body = bodies.get(model)
+        if body is None:
+            if model == ctx.model and not ctx.body_changed:
+                body = ctx.raw_body  # the client's bytes, untouched
+            else:
+                body = orjson.dumps({**ctx.body, "model": model})
+            bodies[model] = body
+        return body
+
+    async def send(route: Route) -> UpstreamResponse:
+        provider = route.provider
+        call = UpstreamCall(
+            body=body_for(route.upstream_model),
+            stream=ctx.stream,
+            api_key=_upstream_key(request, provider, bearer_is_gateway_key),
+            request_id=ctx.request_id,
+            headers=forwarded,
+        )
+        return await provider.chat(call)
+
     sent = time.perf_counter()
-    upstream = await provider.chat(call)
+    route, upstream = await runtime.attempts.run(routes, send, ctx.attempts)
     ctx.upstream_ms = round((time.perf_counter() - sent) * 1000, 3)
+    ctx.target_id, ctx.provider = route.provider.target.id, route.provider.kind
+    ctx.upstream_model = route.upstream_model
     try:
         if ctx.stream and upstream.status == 200 and upstream.is_event_stream:
             return await _relay_stream(

@@ -39,6 +39,15 @@ class Usage(msgspec.Struct, frozen=True):
     total_tokens: int | None = None
 
 
+class UpstreamAttempt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One call to one target (retries and fallbacks make several)."""
+
+    target: str
+    outcome: str  # ok, client_error, 5xx, 429, connect, timeout
+    status: int | None = None
+    ms: float | None = None
+
+
 class Content(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Stored content (only with `store_content: redacted`): after redaction."""
 
@@ -65,6 +74,7 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     ttft_ms: float | None = None  # request start to the first streamed byte
     usage: Usage | None = None
     decisions: list[PolicyDecision] = []
+    attempts: list[UpstreamAttempt] = []
     content: Content | None = None
     chain: str = ""
     seq: int = 0

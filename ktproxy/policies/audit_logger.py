@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from ktproxy.audit.jsonl_sink import JSONLSink
-from ktproxy.audit.record import AuditRecord, Content, PolicyDecision, Usage
+from ktproxy.audit.record import AuditRecord, Content, PolicyDecision, UpstreamAttempt, Usage
 from ktproxy.audit.sink import AuditSink
 from ktproxy.audit.sqlite_sink import SQLiteSink
 from ktproxy.audit.writer import AuditWriter
@@ -179,6 +179,7 @@ class AuditLogger(Policy):
             decisions=[
                 PolicyDecision(d.policy, d.action, d.code, dict(d.detail)) for d in ctx.decisions
             ],
+            attempts=[UpstreamAttempt(a.target, a.outcome, a.status, a.ms) for a in ctx.attempts],
             content=content,
         )
 

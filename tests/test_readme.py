@@ -55,6 +55,10 @@ def test_readme_example_runs(
     out = result.stdout
     if "parse(" in code:
         assert "city='Oslo' degrees=-3" in out and "get_weather" in out
+    elif "litellm" in code:
+        assert out.strip() == "Echo: Hello from LiteLLM"
+    elif "langchain" in code:
+        assert out.strip() == "Echo: Hello from LangChain"
     elif "stream(" in code:
         assert "final: Echo: Stream with events" in out
     elif "stream=True" in code:

@@ -111,7 +111,7 @@ def _upstream_key(
     forward = provider.target.client_key == "forward" and not bearer_is_gateway_key
     key = _client_key(request) if forward else None
     key = key or provider.api_key
-    if key is None and provider.kind in NETWORKED:
+    if key is None and provider.kind in NETWORKED and provider.requires_key:
         ref = provider.target.secret_key_ref
         where = f"set {ref.env} on the gateway" if ref else "configure secret_key_ref"
         raise GatewayError(

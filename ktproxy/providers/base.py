@@ -54,6 +54,8 @@ class Provider(abc.ABC):
     """One configured target's adapter."""
 
     kind: ClassVar[str]
+    # False for upstreams that need no key (a local Ollama): no 401 for a missing one.
+    requires_key: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -187,8 +187,14 @@ class AttemptRunner:
                 try:
                     resp = await send(route)
                 except GatewayError as exc:
-                    kind = classify(exc)
                     ms = round((time.perf_counter() - started) * 1000, 3)
+                    if exc.status < 500:
+                        # The adapter refused the request itself (one it cannot
+                        # translate): the client's to change, nothing to retry.
+                        attempts.append(Attempt(tid, "client_error", exc.status, ms))
+                        self._count(tid, "client_error")
+                        raise
+                    kind = classify(exc)
                     attempts.append(Attempt(tid, kind, exc.status, ms))
                     self._count(tid, kind)
                     self.breakers.failure(tid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,6 +25,21 @@ def gateway_url(make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream) -> s
     return gw.base_url
 
 
+@pytest.fixture
+def litellm_clients() -> Iterator[None]:
+    """LiteLLM keeps the HTTP clients it makes; give it one to close after the test."""
+    import httpx
+    import litellm
+
+    session = httpx.Client()
+    litellm.client_session = session
+    yield
+    litellm.client_session = None
+    litellm.in_memory_llm_clients_cache.flush_cache()
+    session.close()
+
+
+@pytest.mark.usefixtures("litellm_clients")
 def test_litellm_completion_and_stream(gateway_url: str, upstream: FakeOpenAIUpstream) -> None:
     import litellm
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from ktproxy.api import admin, chat, health, models
+from ktproxy.api import admin, chat, health, messages, models
 from ktproxy.api.errors import error_middleware
 from ktproxy.configcheck import LoadedConfig
 from ktproxy.metrics import METRICS, metrics, registry_for
@@ -45,6 +45,7 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     app.cleanup_ctx.append(_runtime_ctx)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
+    app.router.add_post("/v1/messages", messages.messages)
     app.router.add_get("/v1/models", models.list_models)
     app.router.add_get("/v1/models/{model:.+}", models.get_model)
     app.router.add_get("/healthz", health.healthz)

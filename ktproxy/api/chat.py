@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 import orjson
 from aiohttp import web
 
-from ktproxy.api.identity import identify
+from ktproxy.api.identity import bearer, identify
 from ktproxy.api.stream_rewriter import StreamRewriter
 from ktproxy.consumers import Group
 from ktproxy.context import Decision, RequestContext
@@ -39,6 +42,37 @@ from ktproxy.runtime import Runtime
 from ktproxy.state import STATE
 from ktproxy.wire.openai import request_head_decoder
 from ktproxy.wire.sse import data_event
+
+
+class Translator(Protocol):
+    """Turns the pipeline's OpenAI SSE output into a surface's stream format."""
+
+    def feed(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Surface:
+    """An API surface served by the one OpenAI-shaped pipeline of this module.
+
+    `/v1/chat/completions` is the pipeline's own format. Another surface (Anthropic's
+    `/v1/messages`) turns its request into an OpenAI chat request, and the pipeline's
+    output (bodies, upstream error bodies, SSE) back into its own format; policies,
+    routing, stream hold-back and audit are the same.
+    """
+
+    endpoint: str
+    # Headers a client's own provider key may come in (bearer token first).
+    key_headers: tuple[str, ...] = ()
+    to_chat: Callable[[bytes], bytes] | None = None  # client body -> OpenAI chat body
+    from_chat: Callable[[bytes], bytes] | None = None  # OpenAI completion -> client body
+    error_from_chat: Callable[[int, bytes], bytes] | None = None  # OpenAI error -> client
+    stream_from_chat: Callable[[RequestContext], Translator] | None = None
+
+
+CHAT = Surface("chat.completions")
+
 
 # Bearer values that mean "no key of my own: use the gateway's".
 PLACEHOLDER_KEYS = frozenset({"", "any", "unused", "none", "null", "no-key"})
@@ -94,22 +128,19 @@ def _decode_error(exc: msgspec.DecodeError) -> GatewayError:
     return bad_request(f"Request body is not valid JSON: {message}", code="invalid_json")
 
 
-def _client_key(request: web.Request) -> str | None:
-    auth = request.headers.get("Authorization")
-    if auth is None:
-        return None
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    value = value.strip()
-    return None if value.lower() in PLACEHOLDER_KEYS else value
+def _client_key(request: web.Request, surface: Surface) -> str | None:
+    """The client's own provider key, if it sent one (placeholders mean none)."""
+    value = bearer(request)
+    for name in surface.key_headers:
+        value = value or request.headers.get(name, "").strip() or None
+    return None if value is None or value.lower() in PLACEHOLDER_KEYS else value
 
 
 def _upstream_key(
-    request: web.Request, provider: Provider, bearer_is_gateway_key: bool
+    request: web.Request, surface: Surface, provider: Provider, bearer_is_gateway_key: bool
 ) -> str | None:
     forward = provider.target.client_key == "forward" and not bearer_is_gateway_key
-    key = _client_key(request) if forward else None
+    key = _client_key(request, surface) if forward else None
     key = key or provider.api_key
     if key is None and provider.kind in NETWORKED and provider.requires_key:
         ref = provider.target.secret_key_ref
@@ -150,23 +181,29 @@ def _error_body(upstream_body: bytes, status: int) -> bytes:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Handle one chat completion request, streamed or not."""
+    return await handle(request, CHAT)
+
+
+async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
+    """Serve one request of `surface` through the pipeline; a `GatewayError` carries the
+    request id in its headers (the caller shapes its body)."""
     request_id = uuid.uuid4().hex
     try:
-        return await _chat_completions(request, request_id)
+        return await _handle(request, surface, request_id)
     except GatewayError as exc:
         exc.headers["x-kt-request-id"] = request_id
         exc.headers.setdefault("x-request-id", request_id)
         raise
 
 
-async def _chat_completions(request: web.Request, request_id: str) -> web.StreamResponse:
+async def _handle(request: web.Request, surface: Surface, request_id: str) -> web.StreamResponse:
     state = request.app[STATE]
     runtime = state.runtime
     if runtime is None:
         raise GatewayError(503, "The gateway is not ready.", type="server_error")
-    identity = identify(request, runtime)
+    identity = identify(request, runtime, surface.key_headers)
     group = identity.group
-    ctx = RequestContext(request_id, "chat.completions", b"", "", False)
+    ctx = RequestContext(request_id, surface.endpoint, b"", "", False)
     chain = (group or runtime.consumers.default).chain
     state.inflight += 1
     try:
@@ -175,6 +212,8 @@ async def _chat_completions(request: web.Request, request_id: str) -> web.Stream
         ctx.consumer = group.id
         _check_content_type(request)
         ctx.raw_body = await read_body(request, runtime.max_body_bytes)
+        if surface.to_chat is not None:
+            ctx.raw_body = surface.to_chat(ctx.raw_body)
         try:
             head = request_head_decoder.decode(ctx.raw_body)
         except msgspec.DecodeError as exc:
@@ -192,7 +231,9 @@ async def _chat_completions(request: web.Request, request_id: str) -> web.Stream
             refusal = await runtime.limiter.admit(group.id, group.limits)
             if refusal is not None:
                 raise rate_limited(group.id, refusal.kind, refusal.limit, refusal.retry_after)
-        return await _exchange(request, runtime, group, routes, ctx, identity.bearer_is_gateway_key)
+        return await _exchange(
+            request, surface, runtime, group, routes, ctx, identity.bearer_is_gateway_key
+        )
     except GatewayError as exc:
         ctx.status, ctx.error_code = exc.status, exc.code
         raise
@@ -218,6 +259,7 @@ def _needs_usage(group: Group) -> bool:
 
 async def _exchange(
     request: web.Request,
+    surface: Surface,
     runtime: Runtime,
     group: Group,
     routes: list[Route],
@@ -262,7 +304,7 @@ async def _exchange(
         call = UpstreamCall(
             body=body_for(route.upstream_model),
             stream=ctx.stream,
-            api_key=_upstream_key(request, provider, bearer_is_gateway_key),
+            api_key=_upstream_key(request, surface, provider, bearer_is_gateway_key),
             request_id=ctx.request_id,
             headers=forwarded,
         )
@@ -276,9 +318,9 @@ async def _exchange(
     try:
         if ctx.stream and upstream.status == 200 and upstream.is_event_stream:
             return await _relay_stream(
-                request, chain, upstream, ctx, _needs_usage(group), strip_usage
+                request, surface, chain, upstream, ctx, _needs_usage(group), strip_usage
             )
-        return await _whole_response(chain, upstream, ctx, _needs_usage(group))
+        return await _whole_response(surface, chain, upstream, ctx, _needs_usage(group))
     finally:
         upstream.close()
 
@@ -293,12 +335,18 @@ def _note_block(ctx: RequestContext, violation: PolicyViolation) -> None:
 
 
 async def _whole_response(
-    chain: CompiledChain, upstream: UpstreamResponse, ctx: RequestContext, needs_usage: bool
+    surface: Surface,
+    chain: CompiledChain,
+    upstream: UpstreamResponse,
+    ctx: RequestContext,
+    needs_usage: bool,
 ) -> web.Response:
     body = await upstream.read()
     status = upstream.status
     if status >= 400:
         body = _error_body(body, status)
+        if surface.error_from_chat is not None:
+            body = surface.error_from_chat(status, body)
     elif chain.has_response_hooks or needs_usage:
         try:
             obj = orjson.loads(body)
@@ -319,6 +367,8 @@ async def _whole_response(
                 _note_block(ctx, v)
                 raise violation_error(v.policy, v.code, v.message) from None
     ctx.status = status
+    if status < 400 and surface.from_chat is not None:
+        body = surface.from_chat(body)
     return web.Response(
         status=status,
         body=body,
@@ -329,6 +379,7 @@ async def _whole_response(
 
 async def _relay_stream(
     request: web.Request,
+    surface: Surface,
     chain: CompiledChain,
     upstream: UpstreamResponse,
     ctx: RequestContext,
@@ -345,32 +396,39 @@ async def _relay_stream(
     # Without stream filters the bytes go on unparsed, unless usage must be read.
     parse = chain.has_stream_filters or needs_usage
     rewriter = StreamRewriter(chain, ctx, strip_usage) if parse else None
+    translator = surface.stream_from_chat(ctx) if surface.stream_from_chat else None
     first = True
+
+    async def send(data: bytes) -> None:
+        nonlocal first
+        if translator is not None:
+            data = translator.feed(data)
+        if not data:
+            return
+        await response.write(data)
+        if first:
+            first = False
+            ctx.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
+
     try:
         if rewriter is None:
             async for data in upstream.chunks():
-                await response.write(data)
-                if first:
-                    first = False
-                    ctx.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
+                await send(data)
         else:
             async for data in upstream.chunks():
-                out = rewriter.feed(data)
-                if out:
-                    await response.write(out)
-                    if first:
-                        first = False
-                        ctx.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
-            tail = rewriter.finish()
-            if tail:
-                await response.write(tail)
+                await send(rewriter.feed(data))
+            await send(rewriter.finish())
     except GatewayError as exc:
         ctx.error_code = exc.code
-        await response.write(data_event(orjson.dumps({"error": exc.error_object()})))
+        await send(data_event(orjson.dumps({"error": exc.error_object()})))
     except PolicyViolation as v:
         ctx.error_code = v.code
         _note_block(ctx, v)
         err = violation_error(v.policy, v.code, v.message)
-        await response.write(data_event(orjson.dumps({"error": err.error_object()})))
+        await send(data_event(orjson.dumps({"error": err.error_object()})))
+    if translator is not None:
+        tail = translator.finish()
+        if tail:
+            await response.write(tail)
     await response.write_eof()
     return response

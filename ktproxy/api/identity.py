@@ -18,9 +18,13 @@ def bearer(request: web.Request) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
-def identify(request: web.Request, runtime: Runtime) -> Identity:
-    """The request's group from `x-kt-api-key` or a gateway key as its bearer token."""
-    return runtime.consumers.identify(request.headers.get("x-kt-api-key"), bearer(request))
+def identify(request: web.Request, runtime: Runtime, key_headers: tuple[str, ...] = ()) -> Identity:
+    """The request's group from `x-kt-api-key`, or a gateway key sent as its bearer
+    token (or in one of `key_headers`, where a surface's clients put their key)."""
+    token = bearer(request)
+    for name in key_headers:
+        token = token or request.headers.get(name, "").strip() or None
+    return runtime.consumers.identify(request.headers.get("x-kt-api-key"), token)
 
 
 def caller_group(request: web.Request, runtime: Runtime) -> Group:

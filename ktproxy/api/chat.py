@@ -78,7 +78,13 @@ CHAT = Surface("chat.completions")
 PLACEHOLDER_KEYS = frozenset({"", "any", "unused", "none", "null", "no-key"})
 
 # Client request headers an OpenAI-compatible upstream may legitimately need.
-FORWARD_HEADERS = ("openai-organization", "openai-project", "openai-beta", "idempotency-key")
+FORWARD_HEADERS = (
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "idempotency-key",
+    "anthropic-beta",
+)
 
 _JSON_TYPES = ("application/json", "text/json", "application/x-json")
 

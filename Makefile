@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/policy-config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest sanitize fuzz eval bench clean
+.PHONY: run test lint typecheck pytest sanitize fuzz eval bench loadtest loadtest-smoke clean
 
 FUZZ_SECONDS ?= 20
 SANITIZE_DIR := build/sanitize
@@ -20,13 +20,13 @@ $(STAMP): pyproject.toml setup.py
 run: $(STAMP)
 	$(BIN)/kt gateway run --policy-config $(CONFIG)
 
-## test: lint, type-check, the whole test suite, the scan tests under ASan/UBSan and
-## a bounded differential fuzz run of the scanner
-test: lint typecheck pytest sanitize fuzz
+## test: lint, type-check, the whole test suite, the scan tests under ASan/UBSan,
+## a bounded differential fuzz run of the scanner and a short load test
+test: lint typecheck pytest sanitize fuzz loadtest-smoke
 
 lint: $(STAMP)
-	$(BIN)/ruff check ktproxy tests benchmarks fuzz tools setup.py
-	$(BIN)/ruff format --check ktproxy tests benchmarks fuzz tools setup.py
+	$(BIN)/ruff check ktproxy tests benchmarks loadtests fuzz tools setup.py
+	$(BIN)/ruff format --check ktproxy tests benchmarks loadtests fuzz tools setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -64,6 +64,20 @@ eval: $(STAMP)
 ## bench: gateway vs direct upstream, same run (loopback only, bounded)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_proxy
+
+## loadtest: locust against a real gateway (default chain, audit on) in front of a fast fake
+## upstream, loopback only; CSV and HTML reports in reports/loadtest/
+LOADTEST_SECONDS ?= 60
+LOADTEST_USERS   ?= 20
+loadtest: $(STAMP)
+	$(BIN)/python -m loadtests.run --users $(LOADTEST_USERS) --spawn-rate $(LOADTEST_USERS) \
+	  --run-time $(LOADTEST_SECONDS)s --out reports/loadtest
+
+## loadtest-smoke: the same for 10 s, one user per kind of traffic at 100 requests/s each:
+## paced well below saturation, so that it checks behaviour, not this machine (CI; < 30 s)
+loadtest-smoke: $(STAMP)
+	$(BIN)/python -m loadtests.run --users 5 --spawn-rate 5 --run-time 10s --user-rps 100 \
+	  --out reports/loadtest-smoke
 
 clean:
 	rm -rf $(VENV) build *.egg-info ktproxy/*.so

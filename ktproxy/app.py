@@ -3,10 +3,13 @@
 `make_app(loaded)` wires routes, the error middleware and the long-lived resources.
 Upstream sessions and the runtime are created in `cleanup_ctx`, inside the running
 loop, and torn down in reverse order on shutdown, even after a failed start.
+`reload(app)` swaps in a re-read config without stopping (SIGHUP).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 
@@ -14,33 +17,88 @@ from aiohttp import web
 
 from ktproxy.api import admin, chat, health, messages, models
 from ktproxy.api.errors import error_middleware
-from ktproxy.configcheck import LoadedConfig
+from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
 from ktproxy.metrics import METRICS, metrics, registry_for
-from ktproxy.runtime import build_runtime
+from ktproxy.policies.resources import PolicyResources
+from ktproxy.runtime import Runtime, build_runtime
 from ktproxy.state import STATE, GatewayState
+
+log = logging.getLogger("ktproxy.server")
 
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     runtime = None
     try:
-        runtime = build_runtime(state.loaded, state.pool, state.env)
+        runtime = _build(state, state.loaded)
         await runtime.start()
         state.runtime = runtime
         yield
     finally:
-        state.runtime = None
+        current, state.runtime = state.runtime, None
         try:
-            if runtime is not None:
-                await runtime.close()  # drains the audit queues
+            if current is not None:
+                await current.close()
+            await state.resources.close()  # drains the audit queues
         finally:
             await state.pool.close()
+
+
+def _build(state: GatewayState, loaded: LoadedConfig) -> Runtime:
+    return build_runtime(
+        loaded, state.pool, state.env, limiter=state.limiter, resources=state.resources
+    )
+
+
+async def reload(app: web.Application, retire_timeout: float = 60.0) -> bool:
+    """Re-read the config file and swap it in if it passes the check.
+
+    A config with errors is refused (its problems logged) and the old one keeps
+    serving. A good one is started and becomes the runtime of new requests at once;
+    requests in flight finish on the old one, which is closed when the last of them
+    ends (or after `retire_timeout` seconds).
+    """
+    state = app[STATE]
+    filename = state.loaded.filename
+    try:
+        loaded = load_config(filename, env=state.env)
+    except ConfigError as exc:
+        state.reloads["rejected"] = state.reloads.get("rejected", 0) + 1
+        for problem in exc.problems:
+            log.error("reload rejected: %s", problem.format(filename))
+        return False
+    new = _build(state, loaded)
+    try:
+        await new.start()
+    except Exception:
+        state.reloads["failed"] = state.reloads.get("failed", 0) + 1
+        log.exception("reload failed while starting the new config; the old one keeps serving")
+        return False
+    old, state.runtime, state.loaded = state.runtime, new, loaded
+    state.reloads["applied"] = state.reloads.get("applied", 0) + 1
+    for warning in loaded.warnings:
+        log.warning("%s", warning.format(filename))
+    log.info("config reloaded from %s", filename)
+    if old is not None:
+        asyncio.get_running_loop().create_task(_retire(state, old, retire_timeout))
+    return True
+
+
+async def _retire(state: GatewayState, old: Runtime, timeout: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while state.holders(old) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    await old.close()
 
 
 def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.Application:
     """A gateway application serving `loaded`; upstream keys are read from `env`."""
     app = web.Application(middlewares=[error_middleware], client_max_size=0)
-    app[STATE] = GatewayState(loaded, os.environ if env is None else env)
+    app[STATE] = GatewayState(
+        loaded,
+        os.environ if env is None else env,
+        resources=PolicyResources(loaded.config.gateway.instance),
+    )
     app[METRICS] = registry_for(app)
     app.cleanup_ctx.append(_runtime_ctx)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)

@@ -7,8 +7,9 @@ path and the option's name (`KT_GATEWAY_RUN_PORT=8080`,
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -85,9 +86,36 @@ def gateway() -> None:
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     help="Log level [config, else info].",
 )
-def gateway_run(path: str, host: str | None, port: int | None, log_level: str | None) -> None:
+@click.option(
+    "--log-format",
+    default=None,
+    type=click.Choice(["auto", "json", "text"], case_sensitive=False),
+    help="Log lines as JSON or key=value text; auto: text on a terminal [config, else auto].",
+)
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    help="Worker processes on one port (SO_REUSEPORT); 'auto' = one per CPU.",
+)
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the gateway's PID here (for `kt gateway reload`).",
+)
+def gateway_run(
+    path: str,
+    host: str | None,
+    port: int | None,
+    log_level: str | None,
+    log_format: str | None,
+    workers: str,
+    pid_file: str | None,
+) -> None:
     """Start the gateway on a policy config (refuses a config that fails lint)."""
     from ktproxy.configcheck import ConfigError
+    from ktproxy.logs import setup_logging
     from ktproxy.server import run
 
     try:
@@ -99,9 +127,51 @@ def gateway_run(path: str, host: str | None, port: int | None, log_level: str | 
     for warning in loaded.warnings:
         click.echo(warning.format(path), err=True)
     settings = loaded.config.gateway
-    level = (log_level or settings.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(run(loaded, host or settings.host, port or settings.port))
+    setup_logging(log_level or settings.log_level, (log_format or settings.log_format).lower())
+    count = _workers(workers)
+    if pid_file:
+        Path(pid_file).write_text(f"{os.getpid()}\n", encoding="utf-8")
+    try:
+        code = run(loaded, host or settings.host, port or settings.port, count)
+    finally:
+        if pid_file:
+            Path(pid_file).unlink(missing_ok=True)
+    sys.exit(code)
+
+
+def _workers(value: str) -> int:
+    if value == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= 256:
+        raise click.BadParameter(
+            f"expected 1..256 or 'auto'; got {value!r}", param_hint="--workers"
+        )
+    return count
+
+
+@gateway.command("reload")
+@click.option(
+    "--pid-file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The PID file `kt gateway run --pid-file` wrote.",
+)
+def gateway_reload(pid_file: str) -> None:
+    """Make a running gateway re-read its config (SIGHUP); a bad config is refused and
+    logged by the gateway, which keeps the old one."""
+    import signal
+
+    try:
+        pid = int(Path(pid_file).read_text(encoding="utf-8").strip())
+        os.kill(pid, signal.SIGHUP)
+    except (ValueError, ProcessLookupError, PermissionError) as exc:
+        click.echo(f"{pid_file}: cannot signal the gateway: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"reload requested (SIGHUP to {pid})")
 
 
 # -- kt audit ------------------------------------------------------------------------------

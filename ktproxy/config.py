@@ -223,8 +223,13 @@ class Gateway(Struct, forbid_unknown_fields=True, frozen=True):
     port: Port = 41002
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
     log_level: LogLevel = "info"
+    # auto: key=value text when stderr is a terminal, JSON lines otherwise.
+    log_format: Literal["auto", "json", "text"] = "auto"
     # Seconds in-flight requests get to finish after SIGTERM.
     drain_timeout: Annotated[float, Meta(ge=0)] = 30.0
+    # Seconds the listener keeps accepting after SIGTERM while /readyz already says 503,
+    # so a load balancer stops sending before connections are refused.
+    drain_grace: Annotated[float, Meta(ge=0)] = 0.0
     # Names this gateway's audit hash chain (default: host name and process id).
     instance: NonEmpty | None = None
 

@@ -60,10 +60,10 @@ class Runtime:
             await policy.start(self.resources)
 
     async def close(self) -> None:
-        """Stop them; the audit queues are drained before this returns."""
+        """Stop the policies' resources of this runtime. The shared `resources` (audit
+        writers) belong to the worker, which closes them once, at exit."""
         for policy in self.policies:
             await policy.close()
-        await self.resources.close()
 
 
 def _env_digest(ref: KeyRef, env: Mapping[str, str]) -> str | None:
@@ -109,6 +109,7 @@ def build_runtime(
     pool: SessionPool,
     env: Mapping[str, str] | None = None,
     limiter: RateLimiter | None = None,
+    resources: PolicyResources | None = None,
 ) -> Runtime:
     """Instantiate adapters (with their keys and pooled sessions), compile each consumer
     group's chain, and index the gateway keys. Call `start()` before serving."""
@@ -146,7 +147,7 @@ def build_runtime(
         config.gateway.max_body_bytes,
         consumers,
         limiter or LocalRateLimiter(),
-        PolicyResources(config.gateway.instance),
+        resources or PolicyResources(config.gateway.instance),
         RoutePlanner(router, config.routing),
         AttemptRunner(config.routing, Breakers(config.routing.circuit_breaker)),
         _env_digest(admin, env) if admin is not None else None,

@@ -1,24 +1,44 @@
-"""Process life of a gateway worker: event loop, listener, signals, drain.
+"""Process life: the event loop, the listener, signals, drain, reload and workers.
 
-Signal handlers only set a flag. On SIGTERM or SIGINT the worker stops being ready
-at once (`/readyz` answers 503), closes its listener, lets in-flight requests and
-streams finish within `gateway.drain_timeout`, then runs the app's cleanup.
+One worker serves in the foreground. On SIGTERM or SIGINT it stops being ready at
+once (`/readyz` answers 503), keeps accepting for `gateway.drain_grace` seconds so a
+load balancer notices, closes its listener, lets in-flight requests and streams
+finish within `gateway.drain_timeout`, then runs the app's cleanup (the audit queue
+is written out). SIGHUP re-reads the config: a good one is swapped in for new
+requests, a bad one is logged and the old one keeps serving.
+
+With `workers > 1` this process is a supervisor: it forks the workers (before any
+event loop exists), each listening on the same port with SO_REUSEPORT; a worker that
+dies is replaced and the event logged; SIGTERM, SIGINT and SIGHUP are passed on to
+every worker, and the supervisor exits once they all have.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import os
 import signal
 import sys
+import time
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
-from ktproxy.app import make_app
+from ktproxy.app import make_app, reload
 from ktproxy.configcheck import LoadedConfig
 from ktproxy.state import STATE
 
 log = logging.getLogger("ktproxy.server")
+
+# A worker that dies this soon after its start, this many times in a row, is not
+# restarted again (the supervisor gives up instead of spinning).
+CRASH_WINDOW_S = 2.0
+CRASH_LIMIT = 5
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def display_url(host: str, port: int) -> str:
@@ -30,44 +50,175 @@ def display_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-async def serve(loaded: LoadedConfig, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and clean up."""
+async def serve(loaded: LoadedConfig, host: str, port: int, reuse_port: bool = False) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and clean up; SIGHUP reloads."""
     app = make_app(loaded)
+    settings = loaded.config.gateway
     runner = web.AppRunner(
         app,
         handler_cancellation=True,  # a client that goes away releases its upstream at once
         access_log=None,
-        shutdown_timeout=loaded.config.gateway.drain_timeout,
+        shutdown_timeout=settings.drain_timeout,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloading: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload(app))
+        reloading.add(task)
+        task.add_done_callback(reloading.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+        site = web.TCPSite(
+            runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
+        )
         await site.start()
-        print(f"Gateway listening on {display_url(host, port)}", flush=True)
+        if not reuse_port:
+            print(f"Gateway listening on {display_url(host, port)}", flush=True)
         await stop.wait()
-        app[STATE].draining = True
-        log.info("draining: %d request(s) in flight", app[STATE].inflight)
+        state = app[STATE]
+        state.draining = True
+        log.info("draining: %d request(s) in flight", state.inflight)
+        if settings.drain_grace > 0:
+            stop.clear()  # a second signal ends the grace period early
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.drain_grace)
     finally:
+        for task in list(reloading):
+            task.cancel()
         await runner.cleanup()
 
 
-def run(loaded: LoadedConfig, host: str, port: int) -> int:
-    """Run one worker in the foreground; the process exit code."""
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop (asyncio's own loop where uvloop is missing)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.run
+        asyncio.run(main)
     else:
-        runner = uvloop.run
+        uvloop.run(main)
+
+
+def run(loaded: LoadedConfig, host: str, port: int, workers: int = 1) -> int:
+    """Run the gateway in the foreground; the process exit code."""
+    if workers > 1:
+        return supervise(loaded, host, port, workers)
     try:
-        runner(serve(loaded, host, port))
+        _run_loop(serve(loaded, host, port))
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to send this worker SIGTERM when the supervisor dies, however it dies
+    (a worker must never outlive it, holding the port and its pipes)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's SIGTERM must do
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(loaded: LoadedConfig, host: str, port: int, parent: int) -> int:
+    """A forked worker's life (its exit code)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)  # the event loop installs its own
+    _die_with_parent(parent)
+    try:
+        _run_loop(serve(loaded, host, port, reuse_port=True))
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _spawn(loaded: LoadedConfig, host: str, port: int) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 1
+        try:
+            code = _worker(loaded, host, port, parent)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
+    """Fork `workers` workers on one port and keep that many alive until told to stop."""
+    pending: list[int] = []  # signals to pass on, in arrival order
+
+    def remember(signum: int, _frame: object) -> None:
+        pending.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, remember)
+    started: dict[int, float] = {}
+    for _ in range(workers):
+        started[_spawn(loaded, host, port)] = time.monotonic()
+    print(f"Gateway listening on {display_url(host, port)} ({workers} workers)", flush=True)
+    log.info("workers started: %s", sorted(started))
+    stopping = False
+    quick_deaths = 0
+    code = 0
+    while started:
+        while pending:
+            signum = pending.pop(0)
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                stopping = True
+            for pid in started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.05)
+            continue
+        born = started.pop(pid, None)
+        if born is None:
+            continue
+        exit_code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            code = code or (exit_code if exit_code > 0 else 0)
+            continue
+        log.warning("worker %d exited (%s); starting a new one", pid, _describe_exit(exit_code))
+        print(f"worker {pid} exited ({_describe_exit(exit_code)}); restarting", file=sys.stderr)
+        quick_deaths = quick_deaths + 1 if time.monotonic() - born < CRASH_WINDOW_S else 0
+        if quick_deaths >= CRASH_LIMIT or exit_code == 2:
+            print("error: workers keep failing at start; stopping", file=sys.stderr)
+            stopping = True
+            code = exit_code if exit_code > 0 else 1
+            for other in started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(other, signal.SIGTERM)
+            continue
+        started[_spawn(loaded, host, port)] = time.monotonic()
+    return code
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -206,6 +206,7 @@ class RunCall:
     host: str
     port: int
     config_file: str
+    workers: int = 1
 
 
 @dataclass
@@ -221,8 +222,8 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
 
     fake = FakeServer()
 
-    def run(loaded: Any, host: str, port: int) -> int:
-        fake.calls.append(RunCall(host, port, loaded.filename))
+    def run(loaded: Any, host: str, port: int, workers: int = 1) -> int:
+        fake.calls.append(RunCall(host, port, loaded.filename, workers))
         return 0
 
     def basic_config(**kwargs: Any) -> None:

@@ -260,7 +260,7 @@ def test_bad_everything_at_start_raises_with_the_errors_only() -> None:
             MINIMAL + "gateway:\n  hots: 127.0.0.1\n",
             [
                 "c.yaml:5: $.gateway.hots: unknown key; expected one of host, port, "
-                "max_body_bytes, log_level, drain_timeout, instance"
+                "max_body_bytes, log_level, log_format, drain_timeout, drain_grace, instance"
             ],
             id="unknown-nested-key",
         ),

@@ -33,6 +33,7 @@ from ktproxy.errors import (
     unauthorized,
 )
 from ktproxy.errors import policy_violation as violation_error
+from ktproxy.logs import log_request
 from ktproxy.policies.base import PolicyViolation
 from ktproxy.policies.chain import CompiledChain
 from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
@@ -204,14 +205,23 @@ async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
 
 async def _handle(request: web.Request, surface: Surface, request_id: str) -> web.StreamResponse:
     state = request.app[STATE]
-    runtime = state.runtime
+    runtime = state.acquire()
     if runtime is None:
+        state.release(None)
         raise GatewayError(503, "The gateway is not ready.", type="server_error")
+    try:
+        return await _serve(request, surface, request_id, runtime)
+    finally:
+        state.release(runtime)
+
+
+async def _serve(
+    request: web.Request, surface: Surface, request_id: str, runtime: Runtime
+) -> web.StreamResponse:
     identity = identify(request, runtime, surface.key_headers)
     group = identity.group
     ctx = RequestContext(request_id, surface.endpoint, b"", "", False)
     chain = (group or runtime.consumers.default).chain
-    state.inflight += 1
     try:
         if group is None:
             raise unauthorized(identity.presented)
@@ -247,13 +257,13 @@ async def _handle(request: web.Request, surface: Surface, request_id: str) -> we
         ctx.error_code = "client_closed"  # the client went away; the upstream is released
         raise
     finally:
-        state.inflight -= 1
         if group is not None and group.limits is not None and ctx.usage:
             tokens = ctx.usage.get("total_tokens")
             if isinstance(tokens, int):
                 await runtime.limiter.spend_tokens(group.id, group.limits, tokens)
         if chain.has_complete_hooks:
             await chain.run_complete(ctx)
+        log_request(ctx)  # guarded: never raises
 
 
 def _needs_usage(group: Group) -> bool:

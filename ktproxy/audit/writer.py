@@ -24,6 +24,7 @@ from ktproxy.audit.sink import AuditSink
 log = logging.getLogger("ktproxy.audit")
 
 _STOP = object()
+DROP_LOG_INTERVAL = 10.0  # seconds between two "queue full" warnings
 
 
 @dataclass(slots=True)
@@ -65,6 +66,7 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self._head = ChainHead()
         self._next_purge = 0.0
+        self._next_drop_log = 0.0
 
     @property
     def depth(self) -> int:
@@ -84,7 +86,15 @@ class AuditWriter:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
             self.stats.dropped += 1
-            log.warning("audit queue full: record %s dropped", record.id)
+            now = time.monotonic()
+            if now >= self._next_drop_log:  # one line per interval, not one per record
+                self._next_drop_log = now + DROP_LOG_INTERVAL
+                log.warning(
+                    "audit queue full (%d records): dropping records, %d so far "
+                    "(on_overflow: drop; see ktproxy_audit_records_total)",
+                    self._queue.maxsize,
+                    self.stats.dropped,
+                )
             return False
         self.stats.submitted += 1
         return True

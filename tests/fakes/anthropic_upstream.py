@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ from tests.fakes.openai_upstream import (
     _pieces,
     _SseWriter,  # the same hostile framing as the OpenAI fake
 )
+from tests.fakes.server import ScriptedServer
 
 DEFAULT_MODEL = "claude-fake-1"
 
@@ -200,48 +200,17 @@ def validate(body: Any) -> None:
                     raise Invalid(f"messages.{i}.content.{j}.source: invalid image source")
 
 
-class FakeAnthropicUpstream:
+class FakeAnthropicUpstream(ScriptedServer[Reply]):
     """An in-process Messages API server with scripted, recorded behaviour."""
 
     def __init__(self, *, host: str = "127.0.0.1", shutdown_timeout: float = 0.25) -> None:
-        self.host = host
-        self.shutdown_timeout = shutdown_timeout
-        self.port = 0
+        super().__init__(host=host, shutdown_timeout=shutdown_timeout)
         self.requests: list[RecordedRequest] = []
-        self._queue: deque[Reply] = deque()
         self._counter = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        """Bind a free port; a catch-all route lets tests use any base_url path prefix."""
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def url(self) -> str:
-        """Origin only, e.g. `http://127.0.0.1:54321`."""
-        if not self.port:
-            raise RuntimeError("FakeAnthropicUpstream is not started")
-        return f"http://{self.host}:{self.port}"
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Script the next answers (FIFO); an empty queue gives the echo reply."""
-        self._queue.extend(replies)
 
     def reset(self) -> None:
         """Forget script and recordings."""
-        self._queue.clear()
-        self.requests.clear()
+        super().reset()
         self._counter = itertools.count(1)
 
     # --- request handling ------------------------------------------------------------

@@ -19,12 +19,13 @@ import itertools
 import json
 import re
 import uuid
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import ScriptedServer
 
 _GEMINI_PATH = re.compile(
     r"^(?P<prefix>.*?)/v1beta/models/(?P<model>[^/:]+):"
@@ -231,53 +232,17 @@ class _Writer:
             await self._resp.write(data)
 
 
-class FakeGeminiUpstream:
+class FakeGeminiUpstream(ScriptedServer[GeminiReply]):
     """An in-process Gemini API / Vertex AI server with scripted, recorded behaviour."""
 
     def __init__(self, *, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = 0
+        super().__init__(host=host, client_max_size=64 * 1024 * 1024)
         self.requests: list[GeminiCall] = []
         # When set, only these credentials are accepted (API keys or bearer tokens).
         self.keys: set[str] | None = None
-        self._queue: deque[GeminiReply] = deque()
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeGeminiUpstream:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        """Origin only, e.g. ``http://127.0.0.1:54321``."""
-        if not self.port:
-            raise RuntimeError("FakeGeminiUpstream is not started")
-        return f"http://{self.host}:{self.port}"
-
-    def enqueue(self, *replies: GeminiReply) -> None:
-        """Script the next answers (FIFO); an empty queue gives the echo reply."""
-        self._queue.extend(replies)
 
     def reset(self) -> None:
-        self._queue.clear()
-        self.requests.clear()
+        super().reset()
         self.keys = None
 
     # --- request handling -------------------------------------------------------------

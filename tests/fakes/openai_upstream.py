@@ -15,12 +15,13 @@ import itertools
 import json
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.server import ScriptedServer
 
 #: Default streamed-text piece sizes (characters, cycled): uneven so words and multi-byte
 #: characters straddle chunk boundaries the way real token streams do.
@@ -194,59 +195,19 @@ class _SseWriter:
             await self._resp.write(data)
 
 
-class FakeOpenAIUpstream:
+class FakeOpenAIUpstream(ScriptedServer[Reply]):
     """An in-process OpenAI-compatible HTTP server with scripted, recorded behaviour."""
 
     def __init__(self, *, host: str = "127.0.0.1", shutdown_timeout: float = 0.25) -> None:
-        self.host = host
-        # aiohttp's default (60 s graceful + 60 s after cancelling) would let one infinite or
-        # stalled stream hang ``close()`` for two minutes; tests want it over quickly.
-        self.shutdown_timeout = shutdown_timeout
-        self.port: int = 0
+        super().__init__(host=host, shutdown_timeout=shutdown_timeout)
         self.requests: list[RecordedRequest] = []
         self.open_streams: int = 0
         self.disconnects: int = 0
-        self._queue: deque[Reply] = deque()
         self._counter = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        """Bind a free port; a catch-all route lets tests use any base_url path prefix."""
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.shutdown_timeout)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeOpenAIUpstream:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    @property
-    def url(self) -> str:
-        """Origin only (no ``/v1``), e.g. ``http://127.0.0.1:54321``."""
-        if not self.port:
-            raise RuntimeError("FakeOpenAIUpstream is not started")
-        return f"http://{self.host}:{self.port}"
-
-    def enqueue(self, *replies: Reply) -> None:
-        """Script the next chat completions (FIFO); an empty queue gives the echo reply."""
-        self._queue.extend(replies)
 
     def reset(self) -> None:
-        """Forget script, recordings and counters (``open_streams`` is a live gauge: kept)."""
-        self._queue.clear()
-        self.requests.clear()
+        """Forget script, recordings and counters (`open_streams` is a live gauge: kept)."""
+        super().reset()
         self.disconnects = 0
         self._counter = itertools.count(1)
 

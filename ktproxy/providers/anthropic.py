@@ -16,10 +16,10 @@ from collections.abc import Mapping
 import aiohttp
 import orjson
 
-from ktproxy.config import AnthropicOptions, Target, Timeouts, normalise_base_url
+from ktproxy.config import AnthropicOptions, Target, Timeouts
 from ktproxy.errors import bad_request
-from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
-from ktproxy.providers.http import TranslatedResponse, client_timeout, post
+from ktproxy.providers.base import UpstreamCall, UpstreamResponse
+from ktproxy.providers.http import NetworkedProvider, TranslatedResponse
 from ktproxy.wire.anthropic import (
     chat_completion_body,
     include_usage,
@@ -50,7 +50,7 @@ def pass_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(NetworkedProvider):
     """Talks to `<base_url>/v1/messages` with the target's or the client's key."""
 
     kind = "anthropic"
@@ -63,13 +63,10 @@ class AnthropicProvider(Provider):
         session: aiohttp.ClientSession | None,
     ) -> None:
         super().__init__(target, timeouts, api_key, session)
-        assert target.base_url is not None and session is not None
-        self.messages_url = normalise_base_url(target.base_url) + "/v1/messages"
+        self.messages_url = self.origin + "/v1/messages"
         self.options = target.anthropic or _DEFAULTS
-        self._timeout = client_timeout(timeouts)
 
     async def chat(self, call: UpstreamCall) -> UpstreamResponse:
-        assert self.session is not None
         try:
             request = orjson.loads(call.body)
         except orjson.JSONDecodeError:
@@ -87,15 +84,7 @@ class AnthropicProvider(Provider):
             headers["anthropic-beta"] = beta
         if call.api_key:
             headers["x-api-key"] = call.api_key
-        resp = await post(
-            self.session,
-            self.messages_url,
-            data=orjson.dumps(body),
-            headers=headers,
-            timeout=self._timeout,
-            target=self.target,
-            timeouts=self.timeouts,
-        )
+        resp = await self._post(self.messages_url, orjson.dumps(body), headers)
         stream = None
         if call.stream:
             model = str(body.get("model") or self.target.model)

@@ -14,9 +14,9 @@ from typing import Protocol
 
 import aiohttp
 
-from ktproxy.config import Target, Timeouts
+from ktproxy.config import Target, Timeouts, normalise_base_url
 from ktproxy.errors import GatewayError, upstream_timeout, upstream_unreachable
-from ktproxy.providers.base import UpstreamResponse
+from ktproxy.providers.base import Provider, UpstreamResponse
 
 MAX_ERROR_BODY = 1 << 20
 
@@ -78,6 +78,38 @@ def switch_to_idle_timeout(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> 
     conn = resp.connection
     if conn is not None and conn.protocol is not None:
         conn.protocol.read_timeout = timeouts.idle
+
+
+class NetworkedProvider(Provider):
+    """An adapter that talks HTTP to `base_url` over the origin's pooled session."""
+
+    def __init__(
+        self,
+        target: Target,
+        timeouts: Timeouts,
+        api_key: str | None,
+        session: aiohttp.ClientSession | None,
+    ) -> None:
+        super().__init__(target, timeouts, api_key, session)
+        assert target.base_url is not None and session is not None  # checked by lint
+        self.http: aiohttp.ClientSession = session
+        # The provider's origin, optional path prefix kept, a trailing /v1 removed.
+        self.origin = normalise_base_url(target.base_url)
+        self._timeout = client_timeout(timeouts)
+
+    async def _post(
+        self, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> aiohttp.ClientResponse:
+        """POST with the target's timeouts; returns once the status is known."""
+        return await post(
+            self.http,
+            url,
+            data=body,
+            headers=headers,
+            timeout=self._timeout,
+            target=self.target,
+            timeouts=self.timeouts,
+        )
 
 
 class StreamTranslator(Protocol):

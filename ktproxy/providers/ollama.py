@@ -16,10 +16,10 @@ from functools import partial
 import aiohttp
 import orjson
 
-from ktproxy.config import OllamaOptions, Target, Timeouts, normalise_base_url
+from ktproxy.config import OllamaOptions, Target, Timeouts
 from ktproxy.errors import bad_request
 from ktproxy.providers.base import UpstreamCall, UpstreamResponse
-from ktproxy.providers.http import TranslatedResponse, post
+from ktproxy.providers.http import TranslatedResponse
 from ktproxy.providers.openai import OpenAIProvider
 from ktproxy.wire import ollama as wire
 
@@ -44,8 +44,7 @@ class OllamaProvider(OpenAIProvider):
     ) -> None:
         super().__init__(target, timeouts, api_key, session)
         self.options = target.ollama or _DEFAULTS
-        assert target.base_url is not None
-        self.native_url = normalise_base_url(target.base_url) + "/api/chat"
+        self.native_url = self.origin + "/api/chat"
 
     async def chat(self, call: UpstreamCall) -> UpstreamResponse:
         if self.options.api == "openai":
@@ -53,7 +52,6 @@ class OllamaProvider(OpenAIProvider):
         return await self._native(call)
 
     async def _native(self, call: UpstreamCall) -> UpstreamResponse:
-        assert self.session is not None
         try:
             request = orjson.loads(call.body)
             if not isinstance(request, dict):
@@ -68,15 +66,7 @@ class OllamaProvider(OpenAIProvider):
         }
         if call.api_key:
             headers["Authorization"] = f"Bearer {call.api_key}"
-        resp = await post(
-            self.session,
-            self.native_url,
-            data=body,
-            headers=headers,
-            timeout=self._timeout,
-            target=self.target,
-            timeouts=self.timeouts,
-        )
+        resp = await self._post(self.native_url, body, headers)
         stream = None
         if call.stream:
             options = request.get("stream_options")

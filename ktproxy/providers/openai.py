@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from ktproxy.config import Target, Timeouts, normalise_base_url
-from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
+from ktproxy.config import Target, Timeouts
+from ktproxy.providers.base import UpstreamCall, UpstreamResponse
 from ktproxy.providers.http import (
     MAX_ERROR_BODY,
-    client_timeout,
-    post,
+    NetworkedProvider,
     read_error,
     switch_to_idle_timeout,
 )
@@ -82,37 +81,16 @@ class OpenAIResponse(UpstreamResponse):
             self._resp.close()
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(NetworkedProvider):
     """Talks to `<base_url>/v1/chat/completions` with the target's or the client's key."""
 
     kind = "openai"
 
-    def __init__(
-        self,
-        target: Target,
-        timeouts: Timeouts,
-        api_key: str | None,
-        session: aiohttp.ClientSession | None,
-    ) -> None:
-        super().__init__(target, timeouts, api_key, session)
-        assert target.base_url is not None and session is not None
-        self.chat_url = normalise_base_url(target.base_url) + "/v1/chat/completions"
-        self._timeout = client_timeout(timeouts)
-
     async def chat(self, call: UpstreamCall) -> UpstreamResponse:
-        assert self.session is not None
         headers: dict[str, str] = {"Content-Type": "application/json"}
         headers.update(call.headers)
         if call.api_key:
             headers["Authorization"] = f"Bearer {call.api_key}"
         headers["Accept"] = "text/event-stream" if call.stream else "application/json"
-        resp = await post(
-            self.session,
-            self.chat_url,
-            data=call.body,
-            headers=headers,
-            timeout=self._timeout,
-            target=self.target,
-            timeouts=self.timeouts,
-        )
+        resp = await self._post(self.origin + "/v1/chat/completions", call.body, headers)
         return OpenAIResponse(resp, self.target, self.timeouts)

@@ -22,8 +22,8 @@ import orjson
 
 from ktproxy.config import Target, Timeouts, VertexOptions
 from ktproxy.errors import bad_request
-from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
-from ktproxy.providers.http import StreamTranslator, TranslatedResponse, client_timeout, post
+from ktproxy.providers.base import UpstreamCall, UpstreamResponse
+from ktproxy.providers.http import NetworkedProvider, StreamTranslator, TranslatedResponse
 from ktproxy.wire import gemini, gemini_response
 from ktproxy.wire.gemini_stream import GeminiStreamTranslator
 
@@ -72,7 +72,7 @@ class GeminiResponse(TranslatedResponse):
         return gemini_response.error_body(status, body)
 
 
-class VertexProvider(Provider):
+class VertexProvider(NetworkedProvider):
     """Talks to Gemini through the Gemini API or Vertex AI, per the target's options."""
 
     kind = "google-vertex"
@@ -85,7 +85,7 @@ class VertexProvider(Provider):
         session: aiohttp.ClientSession | None,
     ) -> None:
         super().__init__(target, timeouts, api_key, session)
-        assert target.base_url is not None and session is not None
+        assert target.base_url is not None
         self.options = target.vertex or VertexOptions()
         root = api_root(target.base_url)
         if self.options.api == "vertex":
@@ -97,7 +97,6 @@ class VertexProvider(Provider):
             )
         else:
             self._models_url = f"{root}/v1beta/models/"
-        self._timeout = client_timeout(timeouts)
 
     def url(self, model: str, stream: bool) -> str:
         """The method URL for `model` (a `models/` prefix, Google's resource form, is
@@ -115,7 +114,6 @@ class VertexProvider(Provider):
         return {"x-goog-api-key": key}
 
     async def chat(self, call: UpstreamCall) -> UpstreamResponse:
-        assert self.session is not None
         try:
             request = orjson.loads(call.body)
         except orjson.JSONDecodeError:
@@ -129,15 +127,7 @@ class VertexProvider(Provider):
             "Accept": "text/event-stream" if call.stream else "application/json",
             **self.auth_headers(call.api_key),
         }
-        resp = await post(
-            self.session,
-            self.url(model, call.stream),
-            data=body,
-            headers=headers,
-            timeout=self._timeout,
-            target=self.target,
-            timeouts=self.timeouts,
-        )
+        resp = await self._post(self.url(model, call.stream), body, headers)
         stream = None
         if call.stream:
             options = request.get("stream_options")

@@ -18,7 +18,7 @@ from aiohttp import web
 from ktproxy.api import admin, chat, health, messages, models
 from ktproxy.api.errors import error_middleware
 from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
-from ktproxy.metrics import METRICS, metrics, registry_for
+from ktproxy.metrics import METRICS, Metrics, metrics
 from ktproxy.policies.resources import PolicyResources
 from ktproxy.runtime import Runtime, build_runtime
 from ktproxy.state import STATE, GatewayState
@@ -99,7 +99,7 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
         os.environ if env is None else env,
         resources=PolicyResources(loaded.config.gateway.instance),
     )
-    app[METRICS] = registry_for(app)
+    app[METRICS] = Metrics(app[STATE])
     app.cleanup_ctx.append(_runtime_ctx)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)

@@ -104,6 +104,12 @@ def gateway() -> None:
     default=None,
     help="Write the gateway's PID here (for `kt gateway reload`).",
 )
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Serve /metrics on this port too (same host).",
+)
 def gateway_run(
     path: str,
     host: str | None,
@@ -112,6 +118,7 @@ def gateway_run(
     log_format: str | None,
     workers: str,
     pid_file: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Start the gateway on a policy config (refuses a config that fails lint)."""
     from ktproxy.configcheck import ConfigError
@@ -132,7 +139,8 @@ def gateway_run(
     if pid_file:
         Path(pid_file).write_text(f"{os.getpid()}\n", encoding="utf-8")
     try:
-        code = run(loaded, host or settings.host, port or settings.port, count)
+        extra = {} if metrics_port is None else {"metrics_port": metrics_port}
+        code = run(loaded, host or settings.host, port or settings.port, count, **extra)
     finally:
         if pid_file:
             Path(pid_file).unlink(missing_ok=True)

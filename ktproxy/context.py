@@ -60,6 +60,9 @@ class RequestContext:
     decisions: list[Decision] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)  # upstream calls, in order
     usage: dict[str, Any] | None = None
+    chunks: int = 0  # stream writes to the client (for /metrics)
+    # Seconds each policy's request/response hooks took (for /metrics).
+    policy_seconds: dict[str, float] = field(default_factory=dict)
     # Scratch space for policies (keyed by policy name), e.g. pseudonym tables.
     state: dict[str, Any] = field(default_factory=dict)
     _body: dict[str, Any] | None = None

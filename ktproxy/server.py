@@ -10,7 +10,8 @@ requests, a bad one is logged and the old one keeps serving.
 With `workers > 1` this process is a supervisor: it forks the workers (before any
 event loop exists), each listening on the same port with SO_REUSEPORT; a worker that
 dies is replaced and the event logged; SIGTERM, SIGINT and SIGHUP are passed on to
-every worker, and the supervisor exits once they all have.
+every worker, and the supervisor exits once they all have. The workers share a fresh
+directory for Prometheus multiprocess metrics, which the supervisor removes at exit.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.multiprocess import mark_process_dead
 
 from ktproxy.app import make_app, reload
 from ktproxy.configcheck import LoadedConfig
+from ktproxy.metrics import metrics_app, use_multiprocess
 from ktproxy.state import STATE
 
 log = logging.getLogger("ktproxy.server")
@@ -50,8 +55,15 @@ def display_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-async def serve(loaded: LoadedConfig, host: str, port: int, reuse_port: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT, then drain and clean up; SIGHUP reloads."""
+async def serve(
+    loaded: LoadedConfig,
+    host: str,
+    port: int,
+    reuse_port: bool = False,
+    metrics_port: int | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and clean up; SIGHUP reloads. With
+    `metrics_port`, `/metrics` is served on that port too."""
     app = make_app(loaded)
     settings = loaded.config.gateway
     runner = web.AppRunner(
@@ -73,13 +85,29 @@ async def serve(loaded: LoadedConfig, host: str, port: int, reuse_port: bool = F
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await runner.setup()
+    metrics_runner = None
     try:
         site = web.TCPSite(
             runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
         )
         await site.start()
+        if metrics_port is not None:
+            metrics_runner = web.AppRunner(metrics_app(app), access_log=None)
+            await metrics_runner.setup()
+            metrics_site = web.TCPSite(
+                metrics_runner,
+                host,
+                metrics_port,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
+            )
+            try:
+                await metrics_site.start()
+            except OSError as exc:  # say which of the two ports it was
+                raise OSError(exc.errno, f"metrics port {metrics_port}: {exc.strerror}") from None
         if not reuse_port:
             print(f"Gateway listening on {display_url(host, port)}", flush=True)
+            _print_metrics_url(host, metrics_port)
         await stop.wait()
         state = app[STATE]
         state.draining = True
@@ -91,7 +119,14 @@ async def serve(loaded: LoadedConfig, host: str, port: int, reuse_port: bool = F
     finally:
         for task in list(reloading):
             task.cancel()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
+
+
+def _print_metrics_url(host: str, metrics_port: int | None) -> None:
+    if metrics_port is not None:
+        print(f"Metrics on {display_url(host, metrics_port)}/metrics", flush=True)
 
 
 def _run_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -104,12 +139,14 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-def run(loaded: LoadedConfig, host: str, port: int, workers: int = 1) -> int:
+def run(
+    loaded: LoadedConfig, host: str, port: int, workers: int = 1, metrics_port: int | None = None
+) -> int:
     """Run the gateway in the foreground; the process exit code."""
     if workers > 1:
-        return supervise(loaded, host, port, workers)
+        return supervise(loaded, host, port, workers, metrics_port)
     try:
-        _run_loop(serve(loaded, host, port))
+        _run_loop(serve(loaded, host, port, metrics_port=metrics_port))
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -130,13 +167,21 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker(loaded: LoadedConfig, host: str, port: int, parent: int) -> int:
+def _worker(
+    loaded: LoadedConfig,
+    host: str,
+    port: int,
+    parent: int,
+    metrics_dir: str,
+    metrics_port: int | None,
+) -> int:
     """A forked worker's life (its exit code)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)  # the event loop installs its own
     _die_with_parent(parent)
+    use_multiprocess(metrics_dir)  # before the app, and so any metric, exists
     try:
-        _run_loop(serve(loaded, host, port, reuse_port=True))
+        _run_loop(serve(loaded, host, port, reuse_port=True, metrics_port=metrics_port))
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -145,7 +190,9 @@ def _worker(loaded: LoadedConfig, host: str, port: int, parent: int) -> int:
     return 0
 
 
-def _spawn(loaded: LoadedConfig, host: str, port: int) -> int:
+def _spawn(
+    loaded: LoadedConfig, host: str, port: int, metrics_dir: str, metrics_port: int | None
+) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
@@ -153,7 +200,7 @@ def _spawn(loaded: LoadedConfig, host: str, port: int) -> int:
     if pid == 0:  # the worker
         code = 1
         try:
-            code = _worker(loaded, host, port, parent)
+            code = _worker(loaded, host, port, parent, metrics_dir, metrics_port)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -161,8 +208,29 @@ def _spawn(loaded: LoadedConfig, host: str, port: int) -> int:
     return pid
 
 
-def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
-    """Fork `workers` workers on one port and keep that many alive until told to stop."""
+def supervise(
+    loaded: LoadedConfig, host: str, port: int, workers: int, metrics_port: int | None = None
+) -> int:
+    """Fork `workers` workers on one port and keep that many alive until told to stop.
+
+    The workers share a fresh directory for Prometheus multiprocess metrics (any
+    worker's `/metrics` sums them all); it is removed when the supervisor exits.
+    """
+    metrics_dir = tempfile.mkdtemp(prefix="ktproxy-metrics-")
+    try:
+        return _supervise(loaded, host, port, workers, metrics_dir, metrics_port)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(
+    loaded: LoadedConfig,
+    host: str,
+    port: int,
+    workers: int,
+    metrics_dir: str,
+    metrics_port: int | None,
+) -> int:
     pending: list[int] = []  # signals to pass on, in arrival order
 
     def remember(signum: int, _frame: object) -> None:
@@ -172,8 +240,9 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
         signal.signal(sig, remember)
     started: dict[int, float] = {}
     for _ in range(workers):
-        started[_spawn(loaded, host, port)] = time.monotonic()
+        started[_spawn(loaded, host, port, metrics_dir, metrics_port)] = time.monotonic()
     print(f"Gateway listening on {display_url(host, port)} ({workers} workers)", flush=True)
+    _print_metrics_url(host, metrics_port)
     log.info("workers started: %s", sorted(started))
     stopping = False
     quick_deaths = 0
@@ -197,6 +266,8 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
         if born is None:
             continue
         exit_code = os.waitstatus_to_exitcode(status)
+        # Its counters keep counting in the sums; its in-flight gauges no longer do.
+        mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
         if stopping:
             code = code or (exit_code if exit_code > 0 else 0)
             continue
@@ -211,7 +282,7 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(other, signal.SIGTERM)
             continue
-        started[_spawn(loaded, host, port)] = time.monotonic()
+        started[_spawn(loaded, host, port, metrics_dir, metrics_port)] = time.monotonic()
     return code
 
 

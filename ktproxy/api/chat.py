@@ -9,6 +9,7 @@ stream filter in the chain, upstream bytes are written on without being parsed.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from ktproxy.errors import (
 )
 from ktproxy.errors import policy_violation as violation_error
 from ktproxy.logs import log_request
+from ktproxy.metrics import METRICS
 from ktproxy.policies.base import PolicyViolation
 from ktproxy.policies.chain import CompiledChain
 from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
@@ -73,6 +75,8 @@ class Surface:
 
 
 CHAT = Surface("chat.completions")
+
+log = logging.getLogger("ktproxy.api")
 
 
 # Bearer values that mean "no key of my own: use the gateway's".
@@ -209,9 +213,12 @@ async def _handle(request: web.Request, surface: Surface, request_id: str) -> we
     if runtime is None:
         state.release(None)
         raise GatewayError(503, "The gateway is not ready.", type="server_error")
+    inflight = request.app[METRICS].gateway.inflight
+    inflight.inc()
     try:
         return await _serve(request, surface, request_id, runtime)
     finally:
+        inflight.dec()
         state.release(runtime)
 
 
@@ -264,6 +271,10 @@ async def _serve(
         if chain.has_complete_hooks:
             await chain.run_complete(ctx)
         log_request(ctx)  # guarded: never raises
+        try:
+            request.app[METRICS].gateway.record(ctx, runtime)
+        except Exception:
+            log.exception("recording request metrics failed")
 
 
 def _needs_usage(group: Group) -> bool:
@@ -409,6 +420,25 @@ async def _relay_stream(
     response.headers["X-Accel-Buffering"] = "no"
     await response.prepare(request)
     ctx.status = 200
+    streams = request.app[METRICS].gateway.streams
+    streams.inc()
+    try:
+        return await _relay_events(
+            surface, chain, upstream, ctx, response, needs_usage, strip_usage
+        )
+    finally:
+        streams.dec()
+
+
+async def _relay_events(
+    surface: Surface,
+    chain: CompiledChain,
+    upstream: UpstreamResponse,
+    ctx: RequestContext,
+    response: web.StreamResponse,
+    needs_usage: bool,
+    strip_usage: bool,
+) -> web.StreamResponse:
     # Without stream filters the bytes go on unparsed, unless usage must be read.
     parse = chain.has_stream_filters or needs_usage
     rewriter = StreamRewriter(chain, ctx, strip_usage) if parse else None
@@ -422,6 +452,7 @@ async def _relay_stream(
         if not data:
             return
         await response.write(data)
+        ctx.chunks += 1
         if first:
             first = False
             ctx.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Any
 
 from ktproxy.context import RequestContext
@@ -74,18 +75,29 @@ class CompiledChain:
         return tuple(p.name for p in self.policies)
 
     async def run_request(self, ctx: RequestContext) -> None:
-        """Run every `on_request` hook in order; a `PolicyViolation` propagates."""
-        for _name, fn, is_async in self._request:
-            if is_async:
-                await fn(ctx)
-            else:
-                fn(ctx)
+        """Run every `on_request` hook in order; a `PolicyViolation` propagates. Each
+        hook's time is added to `ctx.policy_seconds` (a blocking one's too)."""
+        spent = ctx.policy_seconds
+        for name, fn, is_async in self._request:
+            started = perf_counter()
+            try:
+                if is_async:
+                    await fn(ctx)
+                else:
+                    fn(ctx)
+            finally:
+                spent[name] = spent.get(name, 0.0) + perf_counter() - started
 
     async def run_response(self, ctx: RequestContext, body: dict[str, Any]) -> bool:
         """Run every `on_response` hook; True when any of them changed `body`."""
         changed = False
-        for _name, fn, is_async in self._response:
-            result = (await fn(ctx, body)) if is_async else fn(ctx, body)
+        spent = ctx.policy_seconds
+        for name, fn, is_async in self._response:
+            started = perf_counter()
+            try:
+                result = (await fn(ctx, body)) if is_async else fn(ctx, body)
+            finally:
+                spent[name] = spent.get(name, 0.0) + perf_counter() - started
             changed = bool(result) or changed
         return changed
 

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/policy-config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest sanitize fuzz eval bench loadtest loadtest-smoke clean
+.PHONY: run test lint typecheck pytest sanitize fuzz eval bench loadtest loadtest-smoke docker-steps clean
 
 FUZZ_SECONDS ?= 20
 SANITIZE_DIR := build/sanitize
@@ -22,11 +22,11 @@ run: $(STAMP)
 
 ## test: lint, type-check, the whole test suite, the scan tests under ASan/UBSan,
 ## a bounded differential fuzz run of the scanner and a short load test
-test: lint typecheck pytest sanitize fuzz loadtest-smoke
+test: lint typecheck pytest sanitize fuzz loadtest-smoke docker-steps
 
 lint: $(STAMP)
-	$(BIN)/ruff check ktproxy tests benchmarks loadtests fuzz tools setup.py
-	$(BIN)/ruff format --check ktproxy tests benchmarks loadtests fuzz tools setup.py
+	$(BIN)/ruff check ktproxy tests benchmarks loadtests fuzz tools setup.py .ci/dockerfile_steps.py
+	$(BIN)/ruff format --check ktproxy tests benchmarks loadtests fuzz tools setup.py .ci/dockerfile_steps.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -51,6 +51,12 @@ fuzz: $(STAMP)
 	mkdir -p build/fuzz-corpus
 	PYTHONPATH=$(CURDIR) $(BIN)/python fuzz/fuzz_scan.py -max_total_time=$(FUZZ_SECONDS) \
 	  -artifact_prefix=build/ build/fuzz-corpus
+
+## docker-steps: the Dockerfile's build steps as a script (no Docker engine needed): build
+## the wheel as the build stage does, install it into a fresh virtualenv, start the
+## image's entrypoint and run its HEALTHCHECK
+docker-steps: $(STAMP)
+	$(BIN)/python .ci/dockerfile_steps.py
 
 ## eval: detector quality tables; the public prompt sets ship in these packages, installed
 ## without their (heavy, conflicting) dependencies because only their data files are read

@@ -31,11 +31,22 @@ def audit_options(loaded: LoadedConfig) -> AuditOptions | None:
     return options if isinstance(options, AuditOptions) else AuditOptions()
 
 
+# `<live path>.<YYYYmmddTHHMMSS.ffffff>.rotated`, as `JSONLSink` names rotated files.
+_ROTATED = re.compile(r"^(.*)\.\d{8}T\d{6}\.\d{6}\.rotated$")
+
+
 def open_sinks(options: AuditOptions) -> list[AuditSink]:
     """Every sink file the options name (several for a `{instance}` JSON-lines path)."""
     template = path_template(options)
     if "{instance}" in template:
-        paths = sorted(glob.glob(glob.escape(template).replace(glob.escape("{instance}"), "*")))
+        pattern = glob.escape(template).replace(glob.escape("{instance}"), "*")
+        live = set(glob.glob(pattern))
+        # An instance whose live file was just rotated away has only rotated files.
+        for rotated in glob.glob(pattern + ".*.rotated"):
+            match = _ROTATED.match(rotated)
+            if match:
+                live.add(match[1])
+        paths = sorted(live)
     else:
         paths = [template]
     sinks = [make_sink(options, p) for p in paths]

@@ -207,3 +207,19 @@ def test_records_never_carry_redacted_values_by_construction() -> None:
     assert set(PolicyDecision.__struct_fields__) == {"policy", "action", "code", "counts"}
     r = make_record(5)
     assert time.time() > r.ts
+
+
+def test_the_store_finds_an_instance_with_only_rotated_files(tmp_path: Path) -> None:
+    from ktproxy.audit.store import open_sinks
+    from ktproxy.policies.audit_logger import AuditOptions
+
+    live = tmp_path / "audit-gw1.jsonl"
+    sink = JSONLSink(live, max_bytes=4096)
+    append(sink, "gw1", [make_record(i) for i in range(1, 4)])
+    sink._rotate()  # what a write past max_bytes does: no live file left
+    assert not live.exists()
+    options = AuditOptions(sink="jsonl", path=str(tmp_path / "audit-{instance}.jsonl"))
+    (found,) = open_sinks(options)
+    assert isinstance(found, JSONLSink) and found.path == live
+    assert found.head("gw1").seq == 3
+    assert list(found.verify()) == []

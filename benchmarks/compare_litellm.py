@@ -1,0 +1,475 @@
+"""ktproxy against the LiteLLM proxy: the same upstream, the same load, side by side.
+
+The run creates (or reuses) a separate virtualenv, `build/litellm-venv`, with
+`litellm[proxy]` in it — never in the project's environment — then starts as child
+processes on free loopback ports:
+
+* `benchmarks.fast_upstream`, the fake OpenAI-compatible upstream of `bench_proxy`;
+* a ktproxy gateway (one worker, the default chain `prompt-injection, pii-detector`)
+  routing `gpt-4o` to it;
+* `litellm --config ... --num_workers 1` routing `gpt-4o` to the same upstream
+  (`openai/gpt-4o`, `api_base` the upstream, a dummy key), kept offline: the local
+  model cost map, no telemetry, no database.
+
+It drives the upstream directly (the reference), ktproxy and LiteLLM with
+`bench_proxy`'s load generator, non-streaming and streaming, alternating the targets
+round by round, and prints requests/s and p50/p90/p99 with the ratio
+ktproxy/LiteLLM against the DESIGN targets (>= 60x non-streaming, >= 100x
+streaming). LiteLLM is far slower, so it gets its own, smaller request budget.
+
+    python -m benchmarks.compare_litellm [--requests 2000] [--litellm-requests 300]
+        [--concurrency 10] [--rounds 2] [--mode both|nonstream|stream] [--json]
+
+Exit code: 0 when every response was correct, 1 when any was not, 2 when a process
+could not be started, the virtualenv could not be made, or the run hit `--timeout`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks.bench_proxy import (
+    CONFIG_TEMPLATE,
+    MODES,
+    PROJECT_ROOT,
+    UPSTREAM_KEY,
+    BenchError,
+    Child,
+    TargetStats,
+    _fmt,
+    child_env,
+    free_ports,
+    percentile,
+    proc_children,
+    progress,
+    request_body,
+    run_load,
+    start_fast_upstream,
+    start_gateway,
+    stop_all,
+)
+
+VENV = PROJECT_ROOT / "build" / "litellm-venv"
+DEFAULT_SPEC = "litellm[proxy]"
+INSTALL_TIMEOUT = 1200.0  # seconds for venv creation plus pip install
+LITELLM_READY_TIMEOUT = 180.0  # LiteLLM imports a lot before it listens
+DEFAULT_CHAIN = "prompt-injection, pii-detector"
+DESIGN_RATIO = {"nonstream": 60.0, "stream": 100.0}
+TARGETS = ("direct", "ktproxy", "litellm")
+LABELS = {"direct": "upstream direct", "ktproxy": "ktproxy", "litellm": "LiteLLM proxy"}
+
+LITELLM_CONFIG_TEMPLATE = """\
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_base: http://127.0.0.1:{uport}/v1
+      api_key: {key}
+litellm_settings:
+  request_timeout: 30
+  num_retries: 0
+  set_verbose: false
+"""
+
+# Offline and quiet: no cost-map download, no telemetry or feedback prompts, no
+# database, errors only in the log. No master key, like the ktproxy config with no
+# consumer keys: neither side authenticates, and it listens on 127.0.0.1 only.
+LITELLM_ENV = {
+    "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_TELEMETRY": "False",
+    "LITELLM_DONT_SHOW_FEEDBACK_BOX": "True",
+    "LITELLM_LOG": "ERROR",
+    "DISABLE_ADMIN_UI": "True",
+    "NO_DOCS": "True",
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command line, checked."""
+
+    requests: int
+    litellm_requests: int
+    concurrency: int
+    rounds: int
+    warmup: int
+    modes: tuple[str, ...]
+    chunks: int
+    as_json: bool
+    timeout: float
+    spec: str
+
+
+# ---------------------------------------------------------------------------
+# The LiteLLM virtualenv and process
+
+
+def venv_bin(name: str) -> Path:
+    """A program in the LiteLLM virtualenv."""
+    return VENV / "bin" / name
+
+
+def _run_step(argv: list[str], deadline: float) -> None:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise BenchError(f"installing LiteLLM took longer than {INSTALL_TIMEOUT:g} s")
+    progress("$ " + " ".join(argv))
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=left
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out: {' '.join(argv)}") from None
+    if done.returncode:
+        raise BenchError(
+            f"failed (exit code {done.returncode}): {' '.join(argv)}\n"
+            + (done.stderr or done.stdout)[-4000:]
+        )
+
+
+def ensure_venv(spec: str) -> str:
+    """Create `build/litellm-venv` with `spec` installed unless it exists; its version.
+
+    Runs before the event loop starts: the children it spawns (venv, pip) are waited
+    for synchronously, with a deadline, and none is left running when it raises.
+    """
+    deadline = time.monotonic() + INSTALL_TIMEOUT
+    if not venv_bin("litellm").exists():
+        if not venv_bin("python").exists():
+            _run_step([sys.executable, "-m", "venv", str(VENV)], deadline)
+        pip = [str(venv_bin("python")), "-m", "pip", "install", "--disable-pip-version-check"]
+        _run_step([*pip, "--quiet", spec], deadline)
+    version = subprocess.run(
+        [
+            str(venv_bin("python")),
+            "-c",
+            "import importlib.metadata as m; print(m.version('litellm'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if version.returncode:
+        raise BenchError(f"{VENV}: litellm is not importable:\n{version.stderr[-2000:]}")
+    return version.stdout.strip()
+
+
+class LiteLLM(Child):
+    """`litellm --config ... --port P --num_workers 1`; readiness by its liveness route."""
+
+    def __init__(self, config: Path, port: int, env: dict[str, str], logdir: Path) -> None:
+        argv = [str(venv_bin("litellm")), "--config", str(config), "--host", "127.0.0.1"]
+        argv += ["--port", str(port), "--num_workers", "1"]
+        super().__init__("litellm", argv, env, logdir)
+        self.port = port
+        self.descendants: set[int] = set()
+
+    async def wait_live(self, timeout: float) -> None:
+        """Poll `GET /health/liveliness` until 200; raise if it exits or takes too long."""
+        url = f"http://127.0.0.1:{self.port}/health/liveliness"
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            while True:
+                self.check_alive()
+                self._remember_descendants()
+                try:
+                    async with session.get(url) as resp:
+                        if resp.status == 200:
+                            return
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"LiteLLM did not answer {url} within {timeout:.0f} s.\n"
+                        + self.describe_failure()
+                    )
+                await asyncio.sleep(0.25)
+
+    def _remember_descendants(self) -> None:
+        todo = [self.pid]
+        while todo:
+            for pid in proc_children(todo.pop()):
+                if pid not in self.descendants:
+                    self.descendants.add(pid)
+                    todo.append(pid)
+
+    def stop(self) -> None:
+        """Stop it by pid, then any process it started that outlived it, by pid."""
+        if self.proc.poll() is None:
+            self._remember_descendants()
+        super().stop()
+        for pid in sorted(self.descendants):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+# ---------------------------------------------------------------------------
+# The comparison
+
+
+async def compare(opts: Options, children: list[Child], version: str) -> dict[str, Any]:
+    """Start the three servers, run every mode, and return the report as plain data."""
+    with tempfile.TemporaryDirectory(prefix="ktproxy-vs-litellm-") as tmp:
+        try:
+            return await _compare(opts, children, Path(tmp), version)
+        finally:
+            stop_all(children)
+
+
+async def _compare(opts: Options, children: list[Child], tmp: Path, version: str) -> dict[str, Any]:
+    env = child_env()
+    upstream, uport = await start_fast_upstream(opts.chunks, env, tmp, children)
+    gport, lport = free_ports(2)
+    config = CONFIG_TEMPLATE.format(gport=gport, uport=uport, chain=DEFAULT_CHAIN)
+    gateway = await start_gateway("ktproxy", config, gport, 1, env, tmp, children)
+
+    lconfig = tmp / "litellm.yaml"
+    lconfig.write_text(LITELLM_CONFIG_TEMPLATE.format(uport=uport, key=UPSTREAM_KEY), "utf-8")
+    lenv = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PYTHONPATH")}
+    lenv.update(LITELLM_ENV)
+    litellm = LiteLLM(lconfig, lport, lenv, tmp)
+    children.append(litellm)
+    started = time.monotonic()
+    await litellm.wait_live(LITELLM_READY_TIMEOUT)
+    progress(
+        f"upstream pid {upstream.pid} :{uport}, ktproxy pid {gateway.pid} :{gport}, "
+        f"LiteLLM {version} pid {litellm.pid} :{lport} (ready in "
+        f"{time.monotonic() - started:.1f} s)"
+    )
+
+    urls = {
+        "direct": f"http://127.0.0.1:{uport}/v1/chat/completions",
+        "ktproxy": f"http://127.0.0.1:{gport}/v1/chat/completions",
+        "litellm": f"http://127.0.0.1:{lport}/v1/chat/completions",
+    }
+    budgets = {"direct": opts.requests, "ktproxy": opts.requests, "litellm": opts.litellm_requests}
+    probes: dict[str, Callable[[], float | None]] = {
+        "ktproxy": gateway.cpu_seconds,
+        "litellm": litellm.cpu_seconds,
+    }
+    errors: Counter[str] = Counter()
+    modes: dict[str, Any] = {}
+    for mode in opts.modes:
+        stream = mode == "stream"
+        body = request_body(stream)
+        for target in TARGETS:
+            warm = min(opts.warmup, budgets[target])
+            if warm:
+                run = await run_load(urls[target], body, stream, warm, opts.concurrency, 0)
+                for kind, count in run.errors.items():
+                    errors[f"{mode} {target} (warm-up): {kind}"] += count
+        stats = {target: TargetStats() for target in TARGETS}
+        for n in range(1, opts.rounds + 1):
+            for target in TARGETS:
+                run = await run_load(
+                    urls[target],
+                    body,
+                    stream,
+                    budgets[target],
+                    opts.concurrency,
+                    prime=opts.concurrency,
+                    cpu_probe=probes.get(target),
+                )
+                for child in children:
+                    child.check_alive()
+                for kind, count in run.errors.items():
+                    errors[f"{mode} {target}: {kind}"] += count
+                stats[target].add(run)
+                lat = sorted(run.latencies)
+                progress(
+                    f"[{mode}] round {n}/{opts.rounds} {target:>7}: "
+                    f"{stats[target].round_rps[-1]:9.1f} req/s  "
+                    f"p50 {percentile(lat, 50) * 1000:8.3f} ms  "
+                    f"p99 {percentile(lat, 99) * 1000:8.3f} ms  "
+                    f"errors {sum(run.errors.values())}"
+                )
+        summary = {target: stats[target].summary(stream) for target in TARGETS}
+        kt, ll = summary["ktproxy"], summary["litellm"]
+        modes[mode] = {
+            **summary,
+            "ratio_rps": round(kt["rps"] / ll["rps"], 1) if ll["rps"] else None,
+            "ratio_p50": (
+                round(ll["p50_ms"] / kt["p50_ms"], 1) if kt["p50_ms"] and ll["p50_ms"] else None
+            ),
+            "design_ratio": DESIGN_RATIO[mode],
+        }
+    return {
+        "settings": {
+            "requests": opts.requests,
+            "litellm_requests": opts.litellm_requests,
+            "concurrency": opts.concurrency,
+            "rounds": opts.rounds,
+            "warmup": opts.warmup,
+            "chunks": opts.chunks,
+            "ktproxy_chain": DEFAULT_CHAIN,
+            "litellm_version": version,
+            "cpus": os.cpu_count(),
+        },
+        "modes": modes,
+        "peak_rss_kib": {"ktproxy": gateway.peak_rss_kib(), "litellm": litellm.peak_rss_kib()},
+        "errors": {"total": sum(errors.values()), "by_kind": dict(errors.most_common())},
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a human-readable table."""
+    s = report["settings"]
+    lines = [
+        f"ktproxy vs LiteLLM proxy {s['litellm_version']}: one worker each, concurrency "
+        f"{s['concurrency']}, {s['rounds']} round(s) of {s['requests']} requests "
+        f"({s['litellm_requests']} for LiteLLM), {s['chunks']} chunks per stream, "
+        f"{s['cpus']} CPU(s)",
+        f"ktproxy chain: {s['ktproxy_chain']}; LiteLLM: default proxy settings, "
+        "no database, no master key",
+    ]
+    for mode, res in report["modes"].items():
+        lines.append("")
+        lines.append(
+            f"{MODES[mode]:<18}{'req/s':>10}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'CPU us':>9}"
+        )
+        for target in TARGETS:
+            r = res[target]
+            lines.append(
+                f"  {LABELS[target]:<16}{_fmt(r['rps'], '.1f')}"
+                + "".join(_fmt(r[key], ".3f") for key in ("p50_ms", "p90_ms", "p99_ms"))
+                + _fmt(r.get("cpu_us_per_request"), ".0f", 9)
+            )
+        ratio, want = res["ratio_rps"], res["design_ratio"]
+        met = "n/a" if ratio is None else "met" if ratio >= want else "NOT met"
+        lines.append(
+            f"  ktproxy/LiteLLM requests/s {_fmt(ratio, '.1f', 0)}x "
+            f"(DESIGN target >= {want:g}x: {met}); "
+            f"LiteLLM p50 / ktproxy p50 {_fmt(res['ratio_p50'], '.1f', 0)}x"
+        )
+    rss = report["peak_rss_kib"]
+    lines.append("")
+    lines.append(
+        "peak RSS (VmHWM): "
+        + ", ".join(
+            f"{name} {kib / 1024:.1f} MiB" if kib else f"{name} n/a" for name, kib in rss.items()
+        )
+    )
+    errors = report["errors"]
+    if errors["total"]:
+        lines.append(f"ERRORS: {errors['total']}")
+        lines += [f"  {count:>6} x {kind}" for kind, count in errors["by_kind"].items()]
+    else:
+        lines.append("errors: none (every response was 200 and complete)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    """Read and check the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare_litellm",
+        description="ktproxy and the LiteLLM proxy, same upstream and load, side by side.",
+    )
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="requests per round, direct and ktproxy"
+    )
+    parser.add_argument(
+        "--litellm-requests", type=int, default=300, help="requests per round for LiteLLM"
+    )
+    parser.add_argument("--concurrency", type=int, default=10, help="workers (default 10)")
+    parser.add_argument("--rounds", type=int, default=2, help="measured rounds (default 2)")
+    parser.add_argument(
+        "--warmup", type=int, default=50, help="unmeasured requests per target (default 50)"
+    )
+    parser.add_argument("--chunks", type=int, default=20, help="deltas per stream (default 20)")
+    parser.add_argument("--mode", choices=("both", "nonstream", "stream"), default="both")
+    parser.add_argument(
+        "--litellm-spec", default=DEFAULT_SPEC, help=f"pip requirement (default {DEFAULT_SPEC!r})"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="limit in seconds for the measured run, installation excluded (default 900)",
+    )
+    args = parser.parse_args(argv)
+    for name in ("requests", "litellm_requests", "concurrency", "rounds", "chunks"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup cannot be negative")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    return Options(
+        requests=args.requests,
+        litellm_requests=args.litellm_requests,
+        concurrency=args.concurrency,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        modes=("nonstream", "stream") if args.mode == "both" else (args.mode,),
+        chunks=args.chunks,
+        as_json=args.json,
+        timeout=args.timeout,
+        spec=args.litellm_spec,
+    )
+
+
+async def _main(opts: Options, children: list[Child], version: str) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        async with asyncio.timeout(opts.timeout):
+            return await compare(opts, children, version)
+    except TimeoutError:
+        raise BenchError(f"the run exceeded --timeout {opts.timeout:g} s") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the comparison; the process exit code."""
+    opts = parse_args(argv)
+    children: list[Child] = []
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner: Callable[..., Any] = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        version = ensure_venv(opts.spec)
+        report: dict[str, Any] = runner(_main(opts, children, version))
+    except BenchError as exc:
+        print(f"compare_litellm: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("compare_litellm: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        stop_all(children)  # idempotent; covers a loop torn down before its own cleanup
+    if opts.as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 1 if report["errors"]["total"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

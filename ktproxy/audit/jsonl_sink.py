@@ -10,7 +10,9 @@ One writer per file: with several workers, put `{instance}` in the path.
 
 from __future__ import annotations
 
+import calendar
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +23,8 @@ import orjson
 from ktproxy.audit.record import AuditRecord, ChainHead, ChainProblem, decode, verify_chain
 from ktproxy.audit.sink import Page, Query, matches
 from ktproxy.audit.sqlite_sink import decode_cursor, encode_cursor
+
+_STAMP = re.compile(r"\.(\d{8}T\d{6})\.(\d{6})\.rotated$")
 
 
 class JSONLSink:
@@ -78,9 +82,24 @@ class JSONLSink:
             if size >= self.max_bytes:
                 self._rotate()
 
+    def _rotated_name(self, micros: int) -> str:
+        """`<name>.<UTC YYYYmmddTHHMMSS.ffffff>.rotated`: names sort in write order."""
+        seconds, fraction = divmod(micros, 1_000_000)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f".{fraction:06d}"
+        return f"{self.path.name}.{stamp}.rotated"
+
     def _rotate(self) -> None:
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
-        self.path.rename(self.path.with_name(f"{self.path.name}.{stamp}.rotated"))
+        # One clock reading for the whole stamp (seconds and fraction from two readings
+        # could straddle a second and sort before the previous file), and never a name
+        # that sorts before an existing one (a clock stepped back).
+        existing = self._files()[:-1] if self.path.exists() else self._files()
+        micros = int(time.time() * 1_000_000)
+        if existing:
+            match = _STAMP.search(existing[-1].name)
+            if match:
+                when = calendar.timegm(time.strptime(match[1], "%Y%m%dT%H%M%S"))
+                micros = max(micros, when * 1_000_000 + int(match[2]) + 1)
+        self.path.rename(self.path.with_name(self._rotated_name(micros)))
         rotated = self._files()[:-1] if self.path.exists() else self._files()
         for old in rotated[: max(0, len(rotated) - self.keep_files)]:
             self._drop_file(old)

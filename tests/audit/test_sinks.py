@@ -223,3 +223,19 @@ def test_the_store_finds_an_instance_with_only_rotated_files(tmp_path: Path) -> 
     assert isinstance(found, JSONLSink) and found.path == live
     assert found.head("gw1").seq == 3
     assert list(found.verify()) == []
+
+
+def test_rotated_names_sort_in_write_order_even_if_the_clock_steps_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = JSONLSink(tmp_path / "audit.jsonl", max_bytes=1, keep_files=100)
+    clock = iter([T0 + 10.999999, T0 + 10.0, T0 + 5.0, T0 + 11.0])  # steps back twice
+    monkeypatch.setattr(time, "time", lambda: next(clock))
+    for i in range(1, 5):
+        append(sink, "gw", [make_record(i)])  # each write rotates (max_bytes=1)
+    names = sorted(p.name for p in tmp_path.glob("audit.jsonl.*.rotated"))
+    seqs = [msgspec.json.decode(p.read_bytes().splitlines()[0], type=AuditRecord).seq
+            for p in sorted(tmp_path.glob("audit.jsonl.*.rotated"))]  # fmt: skip
+    assert len(names) == 4 and seqs == [1, 2, 3, 4]
+    assert sink.head("gw").seq == 4
+    assert list(sink.verify()) == []

@@ -1043,13 +1043,18 @@ def format_report(report: dict[str, Any]) -> str:
         )
     if "memory" in report:
         lines += [*format_memory(report["memory"]), ""]
-    errors = report["errors"]
-    if errors["total"]:
-        lines.append(f"ERRORS: {errors['total']}")
-        lines += [f"  {count:>6} x {kind}" for kind, count in errors["by_kind"].items()]
-    else:
-        lines.append("errors: none (every response was 200 and complete)")
+    lines += format_errors(report["errors"])
     return "\n".join(lines)
+
+
+def format_errors(errors: dict[str, Any]) -> list[str]:
+    """The error summary lines of a report (`errors`: total and counts by kind)."""
+    if not errors["total"]:
+        return ["errors: none (every response was 200 and complete)"]
+    return [
+        f"ERRORS: {errors['total']}",
+        *(f"  {count:>6} x {kind}" for kind, count in errors["by_kind"].items()),
+    ]
 
 
 # ---------------------------------------------------------------------------

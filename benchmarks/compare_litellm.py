@@ -53,6 +53,7 @@ from benchmarks.bench_proxy import (
     TargetStats,
     _fmt,
     child_env,
+    format_errors,
     free_ports,
     percentile,
     proc_children,
@@ -367,12 +368,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{name} {kib / 1024:.1f} MiB" if kib else f"{name} n/a" for name, kib in rss.items()
         )
     )
-    errors = report["errors"]
-    if errors["total"]:
-        lines.append(f"ERRORS: {errors['total']}")
-        lines += [f"  {count:>6} x {kind}" for kind, count in errors["by_kind"].items()]
-    else:
-        lines.append("errors: none (every response was 200 and complete)")
+    lines += format_errors(report["errors"])
     return "\n".join(lines)
 
 

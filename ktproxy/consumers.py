@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ktproxy.config import RateLimits
 from ktproxy.policies.chain import CompiledChain
@@ -35,6 +35,13 @@ class Group:
     models: frozenset[str] | None = None
     routes: frozenset[tuple[str, str]] | None = None
     limits: RateLimits | None = None
+    # Responses must be read for their token usage (audit records, a token limit):
+    # fixed by the config, so worked out once here rather than per request.
+    needs_usage: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        tokens = self.limits is not None and self.limits.tokens_per_minute is not None
+        object.__setattr__(self, "needs_usage", self.chain.has_complete_hooks or tokens)
 
     def allows(self, model: str, route: tuple[str, str]) -> bool:
         """May this group use `model`, which resolved to `route`?"""

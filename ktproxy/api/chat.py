@@ -277,13 +277,6 @@ async def _serve(
             log.exception("recording request metrics failed")
 
 
-def _needs_usage(group: Group) -> bool:
-    """Usage must be read from responses (audit records, token limits)."""
-    return group.chain.has_complete_hooks or (
-        group.limits is not None and group.limits.tokens_per_minute is not None
-    )
-
-
 async def _exchange(
     request: web.Request,
     surface: Surface,
@@ -301,7 +294,7 @@ async def _exchange(
             _note_block(ctx, exc)
             raise violation_error(exc.policy, exc.code, exc.message) from None
     strip_usage = False
-    if ctx.stream and _needs_usage(group):
+    if ctx.stream and group.needs_usage:
         options = ctx.body.get("stream_options")
         if not (isinstance(options, dict) and options.get("include_usage")):
             # Usage is needed (audit, token limits): ask for the final usage chunk, which
@@ -345,9 +338,9 @@ async def _exchange(
     try:
         if ctx.stream and upstream.status == 200 and upstream.is_event_stream:
             return await _relay_stream(
-                request, surface, chain, upstream, ctx, _needs_usage(group), strip_usage
+                request, surface, chain, upstream, ctx, group.needs_usage, strip_usage
             )
-        return await _whole_response(surface, chain, upstream, ctx, _needs_usage(group))
+        return await _whole_response(surface, chain, upstream, ctx, group.needs_usage)
     finally:
         upstream.close()
 

@@ -33,54 +33,19 @@ class _ToolBlock:
     has_arguments: bool = False
 
 
-class ChunkStream:
-    """Translates one Anthropic Messages event stream into OpenAI chunk events.
+class _EventStream:
+    """What both translators share: SSE events reassembled from bytes cut anywhere,
+    each handled by `_event` until the output stream has ended (`_done`), and at
+    upstream EOF an unterminated last event, then `_at_eof` if the output is open."""
 
-    Fed upstream bytes cut anywhere; returns OpenAI SSE bytes as soon as an event is
-    complete. Order out: a role chunk at `message_start`; text and tool-call deltas
-    (a tool call's index, id and name first, then its argument fragments); at
-    `message_stop` the finish chunk, the usage chunk (`choices: []`) when the client
-    asked for `stream_options.include_usage`, and `data: [DONE]`. An `error` event
-    becomes `data: {"error": {...}}` and ends the stream, as does an upstream that
-    stops before the message is finished.
-    """
+    __slots__ = ("_parser", "_done")
 
-    __slots__ = (
-        "_parser",
-        "_include_usage",
-        "_target",
-        "_created",
-        "_id",
-        "_model",
-        "_text_prefix",
-        "_tools",
-        "_usage",
-        "_stop_reason",
-        "_done",
-    )
-
-    def __init__(
-        self,
-        *,
-        include_usage: bool,
-        model: str = "",
-        target: str = "anthropic",
-        created: int | None = None,
-    ) -> None:
+    def __init__(self) -> None:
         self._parser = SSEParser()
-        self._include_usage = include_usage
-        self._target = target
-        self._created = int(time.time()) if created is None else created
-        self._id = ""
-        self._model = model
-        self._text_prefix = b""
-        self._tools: dict[int, _ToolBlock] = {}  # by Anthropic content block index
-        self._usage: dict[str, Any] = {}
-        self._stop_reason: str | None = None
         self._done = False
 
     def feed(self, data: bytes) -> bytes:
-        """OpenAI SSE bytes for the upstream bytes `data` (possibly b"")."""
+        """Translated SSE bytes for the upstream bytes `data` (possibly b"")."""
         out: list[bytes] = []
         for event in self._parser.feed(data):
             if self._done:
@@ -95,20 +60,74 @@ class ChunkStream:
         if rest.strip() and not self._done:
             self._event(rest + b"\n\n", out)
         if not self._done:
-            if self._stop_reason is not None:
-                self._end(out)  # everything but message_stop arrived: the message is whole
-            else:
-                self._error(
-                    {
-                        "message": f"Upstream `{self._target}` ended the stream before the "
-                        "message was complete.",
-                        "type": "upstream_error",
-                        "param": None,
-                        "code": "upstream_stream_truncated",
-                    },
-                    out,
-                )
+            self._at_eof(out)
         return b"".join(out)
+
+    def _event(self, event: bytes, out: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def _at_eof(self, out: list[bytes]) -> None:
+        """The upstream ended and the output stream is still open: close it."""
+        raise NotImplementedError
+
+
+class ChunkStream(_EventStream):
+    """Translates one Anthropic Messages event stream into OpenAI chunk events.
+
+    Fed upstream bytes cut anywhere; returns OpenAI SSE bytes as soon as an event is
+    complete. Order out: a role chunk at `message_start`; text and tool-call deltas
+    (a tool call's index, id and name first, then its argument fragments); at
+    `message_stop` the finish chunk, the usage chunk (`choices: []`) when the client
+    asked for `stream_options.include_usage`, and `data: [DONE]`. An `error` event
+    becomes `data: {"error": {...}}` and ends the stream, as does an upstream that
+    stops before the message is finished.
+    """
+
+    __slots__ = (
+        "_include_usage",
+        "_target",
+        "_created",
+        "_id",
+        "_model",
+        "_text_prefix",
+        "_tools",
+        "_usage",
+        "_stop_reason",
+    )
+
+    def __init__(
+        self,
+        *,
+        include_usage: bool,
+        model: str = "",
+        target: str = "anthropic",
+        created: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._include_usage = include_usage
+        self._target = target
+        self._created = int(time.time()) if created is None else created
+        self._id = ""
+        self._model = model
+        self._text_prefix = b""
+        self._tools: dict[int, _ToolBlock] = {}  # by Anthropic content block index
+        self._usage: dict[str, Any] = {}
+        self._stop_reason: str | None = None
+
+    def _at_eof(self, out: list[bytes]) -> None:
+        if self._stop_reason is not None:
+            self._end(out)  # everything but message_stop arrived: the message is whole
+        else:
+            self._error(
+                {
+                    "message": f"Upstream `{self._target}` ended the stream before the "
+                    "message was complete.",
+                    "type": "upstream_error",
+                    "param": None,
+                    "code": "upstream_stream_truncated",
+                },
+                out,
+            )
 
     # -- events --
 
@@ -289,7 +308,7 @@ def sse_event(kind: str, payload: Mapping[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-class MessageStream:
+class MessageStream(_EventStream):
     """Translates one OpenAI chunk stream into an Anthropic Messages event stream.
 
     Fed upstream bytes cut anywhere. Out: `message_start` with the first chunk; for
@@ -301,7 +320,6 @@ class MessageStream:
     """
 
     __slots__ = (
-        "_parser",
         "_model",
         "_started",
         "_open",
@@ -309,11 +327,10 @@ class MessageStream:
         "_calls",
         "_finish",
         "_usage",
-        "_done",
     )
 
     def __init__(self, *, model: str = "") -> None:
-        self._parser = SSEParser()
+        super().__init__()
         self._model = model
         self._started = False
         self._open: tuple[str, int] | None = None  # ("text" | "tool", block index)
@@ -321,31 +338,12 @@ class MessageStream:
         self._calls: dict[int, int] = {}  # OpenAI tool-call index -> block index
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
-        self._done = False
 
-    def feed(self, data: bytes) -> bytes:
-        """Anthropic SSE bytes for the upstream bytes `data` (possibly b"")."""
-        out: list[bytes] = []
-        for event in self._parser.feed(data):
-            if self._done:
-                break
-            self._event(event, out)
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        """At upstream EOF: an unterminated last event, then the end of the message."""
-        out: list[bytes] = []
-        rest = self._parser.remainder()
-        if rest.strip() and not self._done:
-            self._event(rest + b"\n\n", out)
-        if not self._done:
-            if self._finish is not None:
-                self._end(out)
-            else:
-                self._error(
-                    {"type": "api_error", "message": "Upstream ended the stream early."}, out
-                )
-        return b"".join(out)
+    def _at_eof(self, out: list[bytes]) -> None:
+        if self._finish is not None:
+            self._end(out)
+        else:
+            self._error({"type": "api_error", "message": "Upstream ended the stream early."}, out)
 
     def _event(self, event: bytes, out: list[bytes]) -> None:
         payload = event_data(event)

@@ -25,13 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.openai_upstream import (
-    DEFAULT_SPLIT,
-    RecordedRequest,
-    _pieces,
-    _SseWriter,  # the same hostile framing as the OpenAI fake
-)
-from tests.fakes.server import ScriptedServer
+from tests.fakes.openai_upstream import DEFAULT_SPLIT, RecordedRequest
+from tests.fakes.server import HostileWriter, ScriptedServer, pieces
 
 DEFAULT_MODEL = "claude-fake-1"
 
@@ -318,18 +313,18 @@ class FakeAnthropicUpstream(ScriptedServer[Reply]):
             kind = block["type"]
             if kind == "text":
                 head: dict[str, Any] = {"type": "text", "text": ""}
-                deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"], sizes)]
+                deltas = [{"type": "text_delta", "text": p} for p in pieces(block["text"], sizes)]
             elif kind == "thinking":
                 head = {"type": "thinking", "thinking": "", "signature": ""}
                 deltas = [
                     {"type": "thinking_delta", "thinking": p}
-                    for p in _pieces(block["thinking"], sizes)
+                    for p in pieces(block["thinking"], sizes)
                 ]
                 deltas.append({"type": "signature_delta", "signature": block["signature"]})
             else:
                 head = {**block, "input": {}}
-                pieces = [""] + _pieces(json.dumps(block["input"]), sizes)
-                deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
+                parts = [""] + pieces(json.dumps(block["input"]), sizes)
+                deltas = [{"type": "input_json_delta", "partial_json": p} for p in parts]
             yield (
                 False,
                 event({"type": "content_block_start", "index": index, "content_block": head}),
@@ -354,7 +349,7 @@ class FakeAnthropicUpstream(ScriptedServer[Reply]):
         resp = web.StreamResponse(status=200, headers={**headers, "cache-control": "no-cache"})
         resp.content_type = "text/event-stream"
         resp.charset = "utf-8"
-        writer = _SseWriter(resp, reply.tcp_split)
+        writer = HostileWriter(resp, reply.tcp_split)
         await resp.prepare(request)
         deltas = 0
         try:

@@ -12,10 +12,8 @@ the right credential header).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import itertools
 import json
 import re
 import uuid
@@ -25,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import ScriptedServer
+from tests.fakes.server import HostileWriter, ScriptedServer, pieces
 
 _GEMINI_PATH = re.compile(
     r"^(?P<prefix>.*?)/v1beta/models/(?P<model>[^/:]+):"
@@ -198,38 +196,9 @@ class GeminiReply:
     close_after_events: int | None = None
 
 
-class _Writer:
-    """Writes SSE events with hostile framing: every event is cut at an arbitrary byte
-    (possibly inside a UTF-8 sequence) and between its final CR and LF, and every third
-    event is held back and sent together with the next."""
-
-    def __init__(self, resp: web.StreamResponse, tcp_split: bool) -> None:
-        self._resp = resp
-        self._tcp_split = tcp_split
-        self._pending = b""
-        self._count = 0
-
-    async def send(self, event: bytes) -> None:
-        self._count += 1
-        if not self._tcp_split:
-            await self._resp.write(event)
-            return
-        data, self._pending = self._pending + event, b""
-        if self._count % 3 == 2:
-            self._pending = data
-            return
-        cuts = sorted({1 + (self._count * 7919) % (len(data) - 1), len(data) - 1})
-        start = 0
-        for cut in cuts:
-            await self._resp.write(data[start:cut])
-            await asyncio.sleep(0.001)  # let the piece leave so the client reads it apart
-            start = cut
-        await self._resp.write(data[start:])
-
-    async def flush(self) -> None:
-        if self._pending:
-            data, self._pending = self._pending, b""
-            await self._resp.write(data)
+def _cut_twice(count: int, length: int) -> list[int]:
+    """Every written event cut at an arbitrary byte and between its final CR and LF."""
+    return sorted({1 + (count * 7919) % (length - 1), length - 1}) if length > 1 else []
 
 
 class FakeGeminiUpstream(ScriptedServer[GeminiReply]):
@@ -344,7 +313,7 @@ class FakeGeminiUpstream(ScriptedServer[GeminiReply]):
         resp.content_type = "text/event-stream"
         resp.charset = "utf-8"
         await resp.prepare(request)
-        writer = _Writer(resp, reply.tcp_split)
+        writer = HostileWriter(resp, reply.tcp_split, _cut_twice)
         end = b"\r\n\r\n" if reply.crlf else b"\n\n"
         for count, event in enumerate(events, 1):
             await writer.send(b"data: " + _dumps(event) + end)
@@ -604,17 +573,6 @@ def _whole(reply: GeminiReply, payload: dict[str, Any], model: str) -> dict[str,
     )
 
 
-def _pieces(text: str, sizes: Sequence[int]) -> list[str]:
-    out: list[str] = []
-    pos = 0
-    for size in itertools.cycle([s for s in sizes if s > 0] or [1]):
-        if pos >= len(text):
-            return out
-        out.append(text[pos : pos + size])
-        pos += size
-    return out
-
-
 def _events(reply: GeminiReply, payload: dict[str, Any], model: str) -> Iterator[dict[str, Any]]:
     """The stream's GenerateContentResponse events: text pieces of every candidate side by
     side, function calls whole, each candidate's finishReason on its last event."""
@@ -624,10 +582,10 @@ def _events(reply: GeminiReply, payload: dict[str, Any], model: str) -> Iterator
         return
     answers = _answers(reply, payload)
     calls = _call_parts(reply)
-    pieces = [_pieces(a, reply.split or DEFAULT_SPLIT) for a in answers]
+    parts = [pieces(a, reply.split or DEFAULT_SPLIT) for a in answers]
     steps: list[list[tuple[int, list[dict[str, Any]]]]] = []
-    for k in range(max(len(p) for p in pieces)):
-        steps.append([(i, [{"text": p[k]}]) for i, p in enumerate(pieces) if k < len(p)])
+    for k in range(max(len(p) for p in parts)):
+        steps.append([(i, [{"text": p[k]}]) for i, p in enumerate(parts) if k < len(p)])
     if calls:
         steps.append([(i, calls) for i in range(len(answers))])
     if not steps:

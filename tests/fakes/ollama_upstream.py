@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import itertools
 import json
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -32,6 +31,7 @@ from tests.fakes.openai_upstream import (
     FakeOpenAIUpstream,
     RecordedRequest,
 )
+from tests.fakes.server import HostileWriter, pieces
 
 DEFAULT_MODELS = ("llama3.2", "llama-3.1-70b", "qwen3:8b")
 _ROLES = ("system", "user", "assistant", "tool")
@@ -75,49 +75,12 @@ def _line(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def _pieces(text: str, sizes: list[int]) -> list[str]:
-    out: list[str] = []
-    pos = 0
-    for size in itertools.cycle([s for s in sizes if s > 0] or [1]):
-        if pos >= len(text):
-            return out
-        out.append(text[pos : pos + size])
-        pos += size
-    return out
-
-
-class _CuttingWriter:
-    """Writes lines so that readers see them cut mid-way and several per read."""
-
-    def __init__(self, resp: web.StreamResponse, cut: bool) -> None:
-        self._resp = resp
-        self._cut = cut
-        self._pending = b""
-        self._count = 0
-
-    async def send(self, data: bytes) -> None:
-        self._count += 1
-        if not self._cut:
-            await self._resp.write(data)
-            return
-        data, self._pending = self._pending + data, b""
-        mode = self._count % 3
-        if mode == 2:  # held: goes out with the next line, in one write
-            self._pending = data
-        elif mode == 1 and len(data) > 2:
-            a = 1 + (self._count * 7919) % (len(data) - 1)
-            b = a + (len(data) - a) // 2
-            for piece in (data[:a], data[a:b], data[b:]):
-                if piece:
-                    await self._resp.write(piece)
-                    await asyncio.sleep(0.001)  # let each piece leave on its own
-        else:
-            await self._resp.write(data)
-
-    async def flush(self) -> None:
-        if self._pending:
-            data, self._pending = self._pending, b""
-            await self._resp.write(data)
+def _cut_in_three(count: int, length: int) -> list[int]:
+    """Every third line cut in three, so readers see it mid-way and across reads."""
+    if count % 3 != 1 or length <= 2:
+        return []
+    a = 1 + (count * 7919) % (length - 1)
+    return [a, a + (length - a) // 2]
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -273,14 +236,14 @@ class FakeOllama(FakeOpenAIUpstream):
 
         resp = web.StreamResponse(status=200)
         resp.content_type = "application/x-ndjson"
-        writer = _CuttingWriter(resp, reply.tcp_split)
+        writer = HostileWriter(resp, reply.tcp_split, _cut_in_three)
         self.open_streams += 1
         try:
             await resp.prepare(request)
             sent = 0
-            for piece in _pieces(reply.thinking or "", [6]):
+            for piece in pieces(reply.thinking or "", [6]):
                 await writer.send(line({"role": "assistant", "content": "", "thinking": piece}))
-            for piece in _pieces(text, reply.split or list(DEFAULT_SPLIT)):
+            for piece in pieces(text, reply.split or list(DEFAULT_SPLIT)):
                 await writer.send(line({"role": "assistant", "content": piece}, done=False))
                 sent += 1
                 if sent == reply.error_after_chunks:

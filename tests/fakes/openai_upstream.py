@@ -15,13 +15,13 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.server import ScriptedServer
+from tests.fakes.server import HostileWriter, ScriptedServer, pieces
 
 #: Default streamed-text piece sizes (characters, cycled): uneven so words and multi-byte
 #: characters straddle chunk boundaries the way real token streams do.
@@ -118,18 +118,6 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _pieces(text: str, sizes: Sequence[int]) -> list[str]:
-    """Cut ``text`` into pieces of cycled ``sizes`` (str characters, never mid UTF-8)."""
-    out: list[str] = []
-    pos = 0
-    for size in itertools.cycle([s for s in sizes if s > 0] or [1]):
-        if pos >= len(text):
-            return out
-        out.append(text[pos : pos + size])
-        pos += size
-    return out
-
-
 def _choice(index: int, key: str, value: Any, finish: str | None) -> dict[str, Any]:
     """One ``choices[]`` entry; ``key`` is "message" (whole object) or "delta" (chunk)."""
     return {"index": index, key: value, "logprobs": None, "finish_reason": finish}
@@ -156,43 +144,6 @@ def error_payload(status: int, message: str, code: str | None = None) -> dict[st
     if code is None:
         code = _ERROR_CODES.get(status)
     return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
-
-
-class _SseWriter:
-    """Writes SSE events with hostile framing so clients' SSE parsers get exercised.
-
-    With ``tcp_split`` events are cut at an arbitrary byte offset (possibly inside a UTF-8
-    sequence) into two writes with a pause between, and every third event is coalesced with
-    the next one into a single write.
-    """
-
-    def __init__(self, resp: web.StreamResponse, tcp_split: bool) -> None:
-        self._resp = resp
-        self._tcp_split = tcp_split
-        self._pending = b""
-        self._count = 0
-
-    async def send(self, event: bytes) -> None:
-        self._count += 1
-        if not self._tcp_split:
-            await self._resp.write(event)
-            return
-        data, self._pending = self._pending + event, b""
-        mode = self._count % 3
-        if mode == 2:  # hold it back: it goes out together with the next event
-            self._pending = data
-        elif mode == 1 and len(data) > 1:
-            cut = 1 + (self._count * 7919) % (len(data) - 1)
-            await self._resp.write(data[:cut])
-            await asyncio.sleep(0.001)  # let the bytes leave so the client reads them apart
-            await self._resp.write(data[cut:])
-        else:
-            await self._resp.write(data)
-
-    async def flush(self) -> None:
-        if self._pending:
-            data, self._pending = self._pending, b""
-            await self._resp.write(data)
 
 
 class FakeOpenAIUpstream(ScriptedServer[Reply]):
@@ -339,10 +290,10 @@ class FakeOpenAIUpstream(ScriptedServer[Reply]):
         first = {"role": "assistant", "content": "" if plan.text is not None else None}
         yield False, per_choice({**first, "refusal": None})
         if reply.infinite:
-            source = _pieces((plan.text or "tick") + " ", sizes)
+            source = pieces((plan.text or "tick") + " ", sizes)
             for piece in itertools.cycle(source):
                 yield True, per_choice({"content": piece})
-        for piece in _pieces(plan.text or "", sizes):
+        for piece in pieces(plan.text or "", sizes):
             yield True, per_choice({"content": piece})
         for index, (cid, name, args) in enumerate(plan.calls):
             head = {
@@ -352,7 +303,7 @@ class FakeOpenAIUpstream(ScriptedServer[Reply]):
                 "function": {"name": name, "arguments": ""},
             }
             yield True, per_choice({"tool_calls": [head]})
-            for piece in _pieces(args, sizes):
+            for piece in pieces(args, sizes):
                 tail = {"index": index, "function": {"arguments": piece}}
                 yield True, per_choice({"tool_calls": [tail]})
         yield False, per_choice({}, plan.finish_reason)
@@ -366,7 +317,7 @@ class FakeOpenAIUpstream(ScriptedServer[Reply]):
         resp = web.StreamResponse(status=200, headers=headers)
         resp.content_type = "text/event-stream"
         resp.charset = "utf-8"
-        writer = _SseWriter(resp, reply.tcp_split)
+        writer = HostileWriter(resp, reply.tcp_split)
         self.open_streams += 1
         try:
             await resp.prepare(request)

@@ -1,12 +1,17 @@
 """What every fake upstream shares: an aiohttp server on a free loopback port that
 answers every path, a FIFO of scripted replies, and the requests it received.
 
-Subclasses implement `_handle` and extend `reset` for their own counters.
+Subclasses implement `_handle` and extend `reset` for their own counters. Also the
+helpers their streams share: `pieces` (text cut into deltas) and `HostileWriter`
+(writes cut at awkward bytes and coalesced).
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Self, TypeVar
 
 from aiohttp import web
@@ -74,3 +79,57 @@ class ScriptedServer(Generic[ReplyT]):
         """Forget the script and the recorded requests."""
         self._queue.clear()
         self.requests.clear()
+
+
+def pieces(text: str, sizes: Sequence[int]) -> list[str]:
+    """Cut `text` into pieces of cycled `sizes` (str characters, never mid UTF-8)."""
+    out: list[str] = []
+    pos = 0
+    for size in itertools.cycle([s for s in sizes if s > 0] or [1]):
+        if pos >= len(text):
+            return out
+        out.append(text[pos : pos + size])
+        pos += size
+    return out
+
+
+Cuts = Callable[[int, int], list[int]]  # (write number, length) -> offsets to cut at
+
+
+def one_cut(count: int, length: int) -> list[int]:
+    """Every third write cut once at an arbitrary byte (maybe inside a UTF-8 sequence)."""
+    return [1 + (count * 7919) % (length - 1)] if count % 3 == 1 and length > 1 else []
+
+
+class HostileWriter:
+    """Writes a stream so that clients' parsers get exercised: with `enabled`, each
+    write is cut where `cuts` says (the pieces sent apart, a pause between them), and
+    every third one is held back and goes out together with the next, in one write."""
+
+    def __init__(self, resp: web.StreamResponse, enabled: bool, cuts: Cuts = one_cut) -> None:
+        self._resp = resp
+        self._enabled = enabled
+        self._cuts = cuts
+        self._pending = b""
+        self._count = 0
+
+    async def send(self, data: bytes) -> None:
+        self._count += 1
+        if not self._enabled:
+            await self._resp.write(data)
+            return
+        data, self._pending = self._pending + data, b""
+        if self._count % 3 == 2:
+            self._pending = data
+            return
+        start = 0
+        for cut in self._cuts(self._count, len(data)):
+            await self._resp.write(data[start:cut])
+            await asyncio.sleep(0.001)  # let the piece leave so the client reads it apart
+            start = cut
+        await self._resp.write(data[start:])
+
+    async def flush(self) -> None:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            await self._resp.write(data)

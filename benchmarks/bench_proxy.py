@@ -1184,9 +1184,15 @@ async def _main(opts: Options, children: list[Child]) -> dict[str, Any]:
         raise BenchError(f"the run exceeded --timeout {opts.timeout:g} s") from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; the process exit code."""
-    opts = parse_args(argv)
+def run_report(
+    prog: str,
+    measure: Callable[[list[Child]], Any],
+    as_json: bool,
+    fmt: Callable[[dict[str, Any]], str],
+) -> int:
+    """Run `measure(children)` (a coroutine factory) on uvloop, stop every child it
+    started whatever happens, print the report as JSON or with `fmt`; the exit code
+    (2: run error, 130: interrupted, 1: requests failed)."""
     children: list[Child] = []
     try:
         import uvloop
@@ -1195,20 +1201,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         runner = uvloop.run
     try:
-        report: dict[str, Any] = runner(_main(opts, children))
+        report: dict[str, Any] = runner(measure(children))
     except BenchError as exc:
-        print(f"bench_proxy: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, asyncio.CancelledError):
-        print("bench_proxy: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     finally:
         stop_all(children)  # idempotent; covers a loop torn down before its own cleanup
-    if opts.as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
+    print(json.dumps(report, indent=2) if as_json else fmt(report))
     return 1 if report["errors"]["total"] else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; the process exit code."""
+    opts = parse_args(argv)
+    return run_report(
+        "bench_proxy", lambda children: _main(opts, children), opts.as_json, format_report
+    )
 
 
 if __name__ == "__main__":

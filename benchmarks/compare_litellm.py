@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -60,6 +59,7 @@ from benchmarks.bench_proxy import (
     progress,
     request_body,
     run_load,
+    run_report,
     start_fast_upstream,
     start_gateway,
     stop_all,
@@ -442,29 +442,20 @@ async def _main(opts: Options, children: list[Child], version: str) -> dict[str,
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison; the process exit code."""
     opts = parse_args(argv)
-    children: list[Child] = []
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner: Callable[..., Any] = asyncio.run
-    else:
-        runner = uvloop.run
     try:
         version = ensure_venv(opts.spec)
-        report: dict[str, Any] = runner(_main(opts, children, version))
     except BenchError as exc:
         print(f"compare_litellm: error: {exc}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, asyncio.CancelledError):
+    except KeyboardInterrupt:
         print("compare_litellm: interrupted", file=sys.stderr)
         return 130
-    finally:
-        stop_all(children)  # idempotent; covers a loop torn down before its own cleanup
-    if opts.as_json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_report(report))
-    return 1 if report["errors"]["total"] else 0
+    return run_report(
+        "compare_litellm",
+        lambda children: _main(opts, children, version),
+        opts.as_json,
+        format_report,
+    )
 
 
 if __name__ == "__main__":

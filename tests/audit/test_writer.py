@@ -77,12 +77,11 @@ async def test_a_slow_sink_never_blocks_submit() -> None:
     sink.gate.clear()  # the sink is stuck
     writer = AuditWriter(sink, "gw", queue_size=100, batch_size=10)
     await writer.start()
-    started = time.perf_counter()
+    # `submit` is a plain call that never awaits: beyond the bounded queue, records are
+    # dropped and counted, never waited for.
     results = [writer.submit(make_record(i)) for i in range(1, 201)]
-    elapsed = time.perf_counter() - started
-    # Bounded queue: beyond it records are dropped and counted, never waited for.
-    assert results.count(False) == writer.stats.dropped > 0
-    assert elapsed < 5  # generous: it is 200 non-blocking calls, not 200 disk writes
+    assert results.count(True) == 100
+    assert results.count(False) == writer.stats.dropped == 100
     sink.gate.set()
     await writer.close()
     assert len(sink.rows) == results.count(True)

@@ -1,8 +1,8 @@
 """What a worker derives from a loaded config: router, policy chain, limits.
 
 The config is immutable; a `Runtime` is built from it once per worker (and again on
-reload) inside the running event loop, because provider adapters hold pooled
-client sessions. Requests take the current runtime once, at their start, so a
+reload) inside the running event loop, because provider adapters hold
+connection pools. Requests take the current runtime once, at their start, so a
 reload never changes the rules under a request in flight.
 """
 
@@ -25,7 +25,7 @@ from ktproxy.policies.chain import CompiledChain
 from ktproxy.policies.resources import PolicyResources
 from ktproxy.providers import registry as provider_registry
 from ktproxy.providers.base import Provider
-from ktproxy.providers.pool import SessionPool
+from ktproxy.providers.pool import UpstreamPool
 from ktproxy.providers.router import Router
 from ktproxy.providers.routing import AttemptRunner, Breakers, RoutePlanner
 
@@ -106,12 +106,12 @@ def _compile(
 
 def build_runtime(
     loaded: LoadedConfig,
-    pool: SessionPool,
+    pool: UpstreamPool,
     env: Mapping[str, str] | None = None,
     limiter: RateLimiter | None = None,
     resources: PolicyResources | None = None,
 ) -> Runtime:
-    """Instantiate adapters (with their keys and pooled sessions), compile each consumer
+    """Instantiate adapters (with their keys and pooled connections), compile each consumer
     group's chain, and index the gateway keys. Call `start()` before serving."""
     env = os.environ if env is None else env
     config = loaded.config
@@ -119,12 +119,12 @@ def build_runtime(
     for target in config.providers.targets:
         cls = provider_registry.provider_class(target.provider)
         key = env.get(target.secret_key_ref.env) if target.secret_key_ref else None
-        session = (
-            pool.session_for(target.base_url, target.max_connections)
+        origin = (
+            pool.pool_for(target.base_url, target.max_connections)
             if target.base_url and target.provider in provider_registry.NETWORKED
             else None
         )
-        providers.append(cls(target, target_timeouts(config, target), key or None, session))
+        providers.append(cls(target, target_timeouts(config, target), key or None, origin))
     router = Router(providers)
     cache: dict[object, Policy] = {}
     groups = {spec.id: _group(spec, loaded, router, cache) for spec in config.consumers.groups}

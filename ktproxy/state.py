@@ -11,7 +11,7 @@ from aiohttp import web
 from ktproxy.configcheck import LoadedConfig
 from ktproxy.limits import LocalRateLimiter
 from ktproxy.policies.resources import PolicyResources
-from ktproxy.providers.pool import SessionPool
+from ktproxy.providers.pool import UpstreamPool
 from ktproxy.runtime import Runtime
 
 
@@ -27,7 +27,7 @@ class GatewayState:
     loaded: LoadedConfig
     # Where `secret_key_ref: {env: ...}` values are read from (the process environment).
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    pool: SessionPool = field(default_factory=SessionPool)
+    pool: UpstreamPool = field(default_factory=UpstreamPool)
     # Shared across reloads: one audit writer per sink whatever the config generation,
     # and rate limits that a reload does not reset.
     resources: PolicyResources = field(default_factory=PolicyResources)

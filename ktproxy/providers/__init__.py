@@ -1,1 +1,1 @@
-"""Provider adapters, pooled upstream sessions and the model router."""
+"""Provider adapters, pooled upstream connections and the model router."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import aiohttp
 import orjson
 
 from ktproxy.config import AnthropicOptions, Target, Timeouts
 from ktproxy.errors import bad_request
 from ktproxy.providers.base import UpstreamCall, UpstreamResponse
 from ktproxy.providers.http import NetworkedProvider, TranslatedResponse
+from ktproxy.providers.pool import OriginPool
 from ktproxy.wire.anthropic import (
     chat_completion_body,
     include_usage,
@@ -60,9 +60,9 @@ class AnthropicProvider(NetworkedProvider):
         target: Target,
         timeouts: Timeouts,
         api_key: str | None,
-        session: aiohttp.ClientSession | None,
+        pool: OriginPool | None,
     ) -> None:
-        super().__init__(target, timeouts, api_key, session)
+        super().__init__(target, timeouts, api_key, pool)
         self.messages_url = self.origin + "/v1/messages"
         self.options = target.anthropic or _DEFAULTS
 

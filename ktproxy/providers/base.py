@@ -11,11 +11,12 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
-
-import aiohttp
+from typing import TYPE_CHECKING, ClassVar
 
 from ktproxy.config import Target, Timeouts
+
+if TYPE_CHECKING:  # the pool imports nothing from here; adapters get one from the runtime
+    from ktproxy.providers.pool import OriginPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,12 @@ class Provider(abc.ABC):
         target: Target,
         timeouts: Timeouts,
         api_key: str | None,
-        session: aiohttp.ClientSession | None,
+        pool: OriginPool | None,
     ) -> None:
         self.target = target
         self.timeouts = timeouts
         self.api_key = api_key
-        self.session = session
+        self.pool = pool
 
     @abc.abstractmethod
     async def chat(self, call: UpstreamCall) -> UpstreamResponse:

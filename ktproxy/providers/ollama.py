@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import aiohttp
 import orjson
 
 from ktproxy.config import OllamaOptions, Target, Timeouts
@@ -21,6 +20,7 @@ from ktproxy.errors import bad_request
 from ktproxy.providers.base import UpstreamCall, UpstreamResponse
 from ktproxy.providers.http import TranslatedResponse
 from ktproxy.providers.openai import OpenAIProvider
+from ktproxy.providers.pool import OriginPool
 from ktproxy.wire import ollama as wire
 
 # Response headers worth passing on from an Ollama (or the proxy in front of it).
@@ -40,9 +40,9 @@ class OllamaProvider(OpenAIProvider):
         target: Target,
         timeouts: Timeouts,
         api_key: str | None,
-        session: aiohttp.ClientSession | None,
+        pool: OriginPool | None,
     ) -> None:
-        super().__init__(target, timeouts, api_key, session)
+        super().__init__(target, timeouts, api_key, pool)
         self.options = target.ollama or _DEFAULTS
         self.native_url = self.origin + "/api/chat"
 

@@ -9,16 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
-
 from ktproxy.config import Target, Timeouts
 from ktproxy.providers.base import UpstreamCall, UpstreamResponse
-from ktproxy.providers.http import (
-    MAX_ERROR_BODY,
-    NetworkedProvider,
-    read_error,
-    switch_to_idle_timeout,
-)
+from ktproxy.providers.http import MAX_ERROR_BODY, NetworkedProvider, transport_error
+from ktproxy.providers.httpclient import Response, UpstreamHTTPError
 
 # Upstream response headers a client may rely on; everything else (hop-by-hop,
 # content-length, server identity, cookies) stays at the gateway.
@@ -40,9 +34,9 @@ PASS_RESPONSE_HEADERS = (
 
 
 class OpenAIResponse(UpstreamResponse):
-    """An aiohttp response from an OpenAI-compatible upstream, passed through."""
+    """A response from an OpenAI-compatible upstream, passed through."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, target: Target, timeouts: Timeouts) -> None:
+    def __init__(self, resp: Response, target: Target, timeouts: Timeouts) -> None:
         self._resp = resp
         self._target = target
         self._timeouts = timeouts
@@ -51,34 +45,30 @@ class OpenAIResponse(UpstreamResponse):
         ctype = resp.headers.get("content-type", "")
         self.content_type = ctype
         self.is_event_stream = ctype.startswith("text/event-stream")
-        switch_to_idle_timeout(resp, timeouts)
 
     async def read(self) -> bytes:
         try:
             if self.status >= 400:
-                return await self._resp.content.read(MAX_ERROR_BODY)
+                return await self._resp.read(MAX_ERROR_BODY)
             return await self._resp.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise read_error(exc, self._target, self._timeouts) from None
+        except UpstreamHTTPError as exc:
+            raise transport_error(exc, self._target, self._timeouts) from None
         finally:
-            self._resp.release()
+            self._resp.close()
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        content = self._resp.content
+        resp = self._resp
         try:
             while True:
-                data = await content.readany()
+                data = await resp.readany()
                 if not data:
                     return
                 yield data
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise read_error(exc, self._target, self._timeouts) from None
+        except UpstreamHTTPError as exc:
+            raise transport_error(exc, self._target, self._timeouts) from None
 
     def close(self) -> None:
-        if self._resp.content.at_eof():
-            self._resp.release()
-        else:
-            self._resp.close()
+        self._resp.close()
 
 
 class OpenAIProvider(NetworkedProvider):

@@ -17,13 +17,14 @@ import re
 from functools import partial
 from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from ktproxy.config import Target, Timeouts, VertexOptions
 from ktproxy.errors import bad_request
 from ktproxy.providers.base import UpstreamCall, UpstreamResponse
 from ktproxy.providers.http import NetworkedProvider, StreamTranslator, TranslatedResponse
+from ktproxy.providers.httpclient import Response
+from ktproxy.providers.pool import OriginPool
 from ktproxy.wire import gemini, gemini_response
 from ktproxy.wire.gemini_stream import GeminiStreamTranslator
 
@@ -45,7 +46,7 @@ class GeminiResponse(TranslatedResponse):
 
     def __init__(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         target: Target,
         timeouts: Timeouts,
         *,
@@ -82,9 +83,9 @@ class VertexProvider(NetworkedProvider):
         target: Target,
         timeouts: Timeouts,
         api_key: str | None,
-        session: aiohttp.ClientSession | None,
+        pool: OriginPool | None,
     ) -> None:
-        super().__init__(target, timeouts, api_key, session)
+        super().__init__(target, timeouts, api_key, pool)
         assert target.base_url is not None
         self.options = target.vertex or VertexOptions()
         root = api_root(target.base_url)

@@ -1,7 +1,7 @@
 """The aiohttp application factory.
 
 `make_app(loaded)` wires routes, the error middleware and the long-lived resources.
-Upstream sessions and the runtime are created in `cleanup_ctx`, inside the running
+Upstream connection pools and the runtime are created in `cleanup_ctx`, inside the running
 loop, and torn down in reverse order on shutdown, even after a failed start.
 `reload(app)` swaps in a re-read config without stopping (SIGHUP).
 """
@@ -18,7 +18,7 @@ from aiohttp import web
 from ktproxy.api import admin, chat, health, messages, models
 from ktproxy.api.errors import error_middleware
 from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
-from ktproxy.metrics import METRICS, Metrics, metrics
+from ktproxy.metrics import METRICS, Metrics, metrics, mirror_ctx
 from ktproxy.policies.resources import PolicyResources
 from ktproxy.runtime import Runtime, build_runtime
 from ktproxy.state import STATE, GatewayState
@@ -101,6 +101,7 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     )
     app[METRICS] = Metrics(app[STATE])
     app.cleanup_ctx.append(_runtime_ctx)
+    app.cleanup_ctx.append(mirror_ctx)  # --workers: the state into the metrics files
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/messages", messages.messages)

@@ -6,26 +6,45 @@ a request ends, from its `RequestContext` (`GatewayMetrics.record`); in-flight
 requests and streams are gauges moved at their start and end; a streamed chunk costs
 one integer increment on the context. Counters that already exist for other reasons
 (the audit writers' statistics, rate-limit refusals, fallbacks, circuit breakers,
-config reloads) are read when Prometheus scrapes (`GatewayCollector`), so nothing on
-the request path pays for them.
+config reloads) are read from the worker's state (`read_state`, one `StateMetric`
+each), so nothing on the request path pays for them.
 
 Label values are only names from the config (routes, consumer groups, targets,
 sinks, policies and their codes) or model names the config knows; any other model
 name a client sends is counted as `other`, so a client cannot grow the series.
 
-With `--workers N` the supervisor gives the workers one fresh directory and
-prometheus_client's multiprocess mode keeps the per-request metrics in files there;
-any worker's `/metrics` sums every worker's files. The scrape-time collector still
-describes only the worker that answered (its help text says so). One worker (and
-tests, with several gateways in one process) uses a registry per application.
+One worker (and tests, with several gateways in one process) uses a registry per
+application, and `GatewayCollector` reads the state when Prometheus scrapes. With
+`--workers N` the supervisor gives the workers one fresh directory and
+prometheus_client's multiprocess mode keeps the metrics in files there; any worker's
+`/metrics` merges every worker's files (`FleetCollector`), so it reports the fleet
+whichever worker answers. Each worker's `FleetMirror` copies its state into its files
+every second and before it answers a scrape; the names, types and labels are those of
+one worker. How the workers add up, by `StateMetric.fleet`:
+
+- counters (audit records, write failures, purged records, rate-limit refusals,
+  fallbacks, circuit breaker openings) are summed over every worker that ever ran,
+  dead ones included, so they never go down when a worker is replaced (what a worker
+  counted in its last second before it was killed is lost);
+- the audit queue depth is summed over the live workers, and a target's circuit is
+  open (1) while any live worker rests it;
+- config reloads: the supervisor passes SIGHUP to every worker and each reloads, so
+  one SIGHUP counts once per outcome any worker had (the largest count of any worker;
+  a worker that replaces a dead one starts from the fleet's count). A reload less
+  than a second before a worker is replaced may be missed by the replacement's count.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import glob
+import logging
 import os
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from aiohttp import web
 from prometheus_client import (
@@ -48,6 +67,10 @@ from ktproxy.state import GatewayState
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
+# Seconds between a worker's copies of its state into the multiprocess files.
+MIRROR_INTERVAL = 1.0
+
+log = logging.getLogger("ktproxy.metrics")
 
 # Seconds: gateway and upstream latency span local mocks (sub-millisecond) to long
 # generations.
@@ -224,84 +247,250 @@ class GatewayMetrics:
             child(self.attempts, a.target, a.outcome).inc()
 
 
-class GatewayCollector(Collector):
-    """Reads one worker's state when scraped."""
+@dataclass(frozen=True, slots=True)
+class StateMetric:
+    """A metric read from a worker's own state (not recorded per request).
 
-    def __init__(self, state: GatewayState, per_worker: bool = False) -> None:
+    `fleet` is how the workers' values add up under `--workers N`: the prometheus_client
+    multiprocess mode its mirror is kept in. `sum`: a counter, summed over every worker
+    that ever ran. `livesum`, `livemax`: a gauge over the live workers. `max`: a counter
+    every worker counts the same events of (each gets the supervisor's SIGHUP), so the
+    fleet's count is the largest.
+    """
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    fleet: Literal["sum", "livesum", "livemax", "max"]
+    # Counted by a config's runtime, so it starts again from zero after a reload.
+    per_runtime: bool = False
+
+    @property
+    def counter(self) -> bool:
+        """Exposed as a counter (else a gauge)."""
+        return self.fleet in ("sum", "max")
+
+
+AUDIT_RECORDS = StateMetric(
+    "ktproxy_audit_records",
+    "Audit records by outcome: written to the sink, or dropped (queue full).",
+    ("sink", "outcome"),
+    "sum",
+)
+AUDIT_QUEUE_DEPTH = StateMetric(
+    "ktproxy_audit_queue_depth", "Audit records waiting for the writer.", ("sink",), "livesum"
+)
+AUDIT_WRITE_FAILURES = StateMetric(
+    "ktproxy_audit_write_failures", "Failed (and retried) sink writes.", ("sink",), "sum"
+)
+AUDIT_PURGED = StateMetric(
+    "ktproxy_audit_purged_records", "Records removed by retention.", ("sink",), "sum"
+)
+RATE_LIMITED = StateMetric(
+    "ktproxy_rate_limited_requests",
+    "Requests refused by a consumer group's rate limit.",
+    ("consumer_group", "kind"),
+    "sum",
+)
+FALLBACKS = StateMetric(
+    "ktproxy_fallbacks",
+    "Requests moved on from a failing target.",
+    ("target",),
+    "sum",
+    per_runtime=True,
+)
+CIRCUIT_OPENED = StateMetric(
+    "ktproxy_circuit_opened",
+    "Times a target's circuit breaker rested it.",
+    ("target",),
+    "sum",
+    per_runtime=True,
+)
+CIRCUIT_OPEN = StateMetric(
+    "ktproxy_circuit_open",
+    "1 while a target's circuit breaker rests it (with --workers: in any worker).",
+    ("target",),
+    "livemax",
+)
+CONFIG_RELOADS = StateMetric(
+    "ktproxy_config_reloads",
+    "Config reloads (SIGHUP) by outcome: applied, rejected (the config has errors), "
+    "failed (it did not start); with --workers, one SIGHUP counts once.",
+    ("outcome",),
+    "max",
+)
+# In the order of the exposition.
+STATE_METRICS = (
+    AUDIT_RECORDS,
+    AUDIT_QUEUE_DEPTH,
+    AUDIT_WRITE_FAILURES,
+    AUDIT_PURGED,
+    RATE_LIMITED,
+    FALLBACKS,
+    CIRCUIT_OPENED,
+    CIRCUIT_OPEN,
+    CONFIG_RELOADS,
+)
+
+Samples = dict[StateMetric, list[tuple[tuple[str, ...], float]]]
+
+
+def read_state(state: GatewayState, runtime: Runtime | None) -> Samples:
+    """Every `StateMetric`'s samples: `state`'s values, with `runtime`'s counts."""
+    samples: Samples = {spec: [] for spec in STATE_METRICS}
+    writers = runtime.resources.audit_writers if runtime is not None else []
+    for writer in writers:
+        sink = type(writer.sink).__name__.removesuffix("Sink").lower()
+        samples[AUDIT_RECORDS] += [
+            ((sink, "written"), writer.stats.written),
+            ((sink, "dropped"), writer.stats.dropped),
+        ]
+        samples[AUDIT_QUEUE_DEPTH].append(((sink,), writer.depth))
+        samples[AUDIT_WRITE_FAILURES].append(((sink,), writer.stats.write_failures))
+        samples[AUDIT_PURGED].append(((sink,), writer.stats.purged))
+    refusals = getattr(runtime.limiter, "refusals", {}) if runtime is not None else {}
+    samples[RATE_LIMITED] = [(key, count) for key, count in sorted(refusals.items())]
+    if runtime is not None:
+        runner = runtime.attempts
+        samples[FALLBACKS] = [((t,), n) for t, n in sorted(runner.fallbacks.items())]
+        samples[CIRCUIT_OPENED] = [((t,), n) for t, n in sorted(runner.breakers.opened.items())]
+        samples[CIRCUIT_OPEN] = [
+            ((tid,), 1.0 if runner.breakers.is_open(tid) else 0.0)
+            for tid in (provider.target.id for provider in runtime.router.providers)
+        ]
+    samples[CONFIG_RELOADS] = [
+        ((outcome,), state.reloads.get(outcome, 0)) for outcome in ("applied", "rejected", "failed")
+    ]
+    return samples
+
+
+class GatewayCollector(Collector):
+    """Reads one application's state when scraped (one worker, or tests' gateways)."""
+
+    def __init__(self, state: GatewayState) -> None:
         self.state = state
-        # In multiprocess mode these describe only the worker that answered the scrape.
-        self.note = " (per worker: the worker that answered this scrape)" if per_worker else ""
 
     def collect(self) -> Iterator[Metric]:
-        state, note = self.state, self.note
-        runtime = state.runtime
-        writers = runtime.resources.audit_writers if runtime is not None else []
-        records = CounterMetricFamily(
-            "ktproxy_audit_records",
-            "Audit records by outcome: written to the sink, or dropped (queue full)." + note,
-            labels=["sink", "outcome"],
-        )
-        depth = GaugeMetricFamily(
-            "ktproxy_audit_queue_depth",
-            "Audit records waiting for the writer." + note,
-            labels=["sink"],
-        )
-        failures = CounterMetricFamily(
-            "ktproxy_audit_write_failures",
-            "Failed (and retried) sink writes." + note,
-            labels=["sink"],
-        )
-        purged = CounterMetricFamily(
-            "ktproxy_audit_purged_records", "Records removed by retention." + note, labels=["sink"]
-        )
-        for writer in writers:
-            sink = type(writer.sink).__name__.removesuffix("Sink").lower()
-            records.add_metric([sink, "written"], writer.stats.written)
-            records.add_metric([sink, "dropped"], writer.stats.dropped)
-            depth.add_metric([sink], writer.depth)
-            failures.add_metric([sink], writer.stats.write_failures)
-            purged.add_metric([sink], writer.stats.purged)
-        yield from (records, depth, failures, purged)
-        limited = CounterMetricFamily(
-            "ktproxy_rate_limited_requests",
-            "Requests refused by a consumer group's rate limit." + note,
-            labels=["consumer_group", "kind"],
-        )
-        refusals = getattr(runtime.limiter, "refusals", {}) if runtime is not None else {}
-        for (group, kind), count in sorted(refusals.items()):
-            limited.add_metric([group, kind], count)
-        yield limited
-        fallbacks = CounterMetricFamily(
-            "ktproxy_fallbacks", "Requests moved on from a failing target." + note,
-            labels=["target"],
-        )  # fmt: skip
-        opened = CounterMetricFamily(
-            "ktproxy_circuit_opened", "Times a target's circuit breaker rested it." + note,
-            labels=["target"],
-        )  # fmt: skip
-        resting = GaugeMetricFamily(
-            "ktproxy_circuit_open", "1 while a target's circuit breaker rests it." + note,
-            labels=["target"],
-        )  # fmt: skip
-        if runtime is not None:
-            runner = runtime.attempts
-            for target, count in sorted(runner.fallbacks.items()):
-                fallbacks.add_metric([target], count)
-            for target, count in sorted(runner.breakers.opened.items()):
-                opened.add_metric([target], count)
-            for provider in runtime.router.providers:
-                tid = provider.target.id
-                resting.add_metric([tid], 1.0 if runner.breakers.is_open(tid) else 0.0)
-        yield from (fallbacks, opened, resting)
-        reloads = CounterMetricFamily(
-            "ktproxy_config_reloads",
-            "Config reloads (SIGHUP) by outcome: applied, rejected (the config has "
-            "errors), failed (it did not start)." + note,
-            labels=["outcome"],
-        )
-        for outcome in ("applied", "rejected", "failed"):
-            reloads.add_metric([outcome], state.reloads.get(outcome, 0))
-        yield reloads
+        for spec, samples in read_state(self.state, self.state.runtime).items():
+            family_type = CounterMetricFamily if spec.counter else GaugeMetricFamily
+            family = family_type(spec.name, spec.documentation, labels=spec.labels)
+            for labels, value in samples:
+                family.add_metric(labels, value)
+            yield family
+
+
+class FleetMirror:
+    """Copies a worker's `StateMetric`s into its multiprocess files (`--workers N`).
+
+    `sync` is cheap (it writes only what changed) and runs every `MIRROR_INTERVAL`
+    seconds and before the worker answers a scrape, never per request. Counters are
+    mirrored as increments, so a dead worker's count stays in the sum and a config's
+    runtime starting again from zero does not make the sum go down. A `max` counter is
+    mirrored as this worker's count plus the fleet's count when it started, since a
+    worker that replaces a dead one has missed the SIGHUPs before it.
+    """
+
+    def __init__(self, state: GatewayState, path: str) -> None:
+        self.state = state
+        self._metrics: dict[StateMetric, Counter | Gauge] = {
+            spec: Counter(spec.name, spec.documentation, spec.labels, registry=None)
+            if spec.fleet == "sum"
+            else Gauge(
+                spec.name,
+                spec.documentation,
+                spec.labels,
+                registry=None,
+                multiprocess_mode=spec.fleet,
+            )
+            for spec in STATE_METRICS
+        }
+        self._children: dict[tuple[StateMetric, tuple[str, ...]], Any] = {}
+        self._last: dict[StateMetric, dict[tuple[str, ...], float]] = {
+            spec: {} for spec in STATE_METRICS
+        }
+        self._runtime: Runtime | None = None
+        self._base = _fleet_max(path)
+
+    def sync(self) -> None:
+        """Write the values that changed since the last call."""
+        state, runtime = self.state, self.state.runtime
+        if runtime is not self._runtime:
+            if self._runtime is not None:  # the retired runtime's last counts, then zero
+                retired = read_state(state, self._runtime)
+                for spec in STATE_METRICS:
+                    if spec.per_runtime:
+                        self._apply(spec, retired[spec])
+                        self._last[spec].clear()
+            self._runtime = runtime
+        for spec, samples in read_state(state, runtime).items():
+            self._apply(spec, samples)
+
+    def _apply(self, spec: StateMetric, samples: list[tuple[tuple[str, ...], float]]) -> None:
+        last = self._last[spec]
+        base = self._base.get(spec, {})
+        for labels, value in samples:
+            value += base.get(labels, 0.0)
+            before = last.get(labels)
+            if value == before:
+                continue
+            child = self._child(spec, labels)
+            if spec.fleet == "sum":  # below the last value: the count started again
+                child.inc(value - before if before is not None and value > before else value)
+            else:
+                child.set(value)
+            last[labels] = value
+        if not spec.counter:  # a sink or target gone with a reload reads 0
+            present = {labels for labels, _ in samples}
+            for labels in [labels for labels in last if labels not in present]:
+                self._child(spec, labels).set(0.0)
+                del last[labels]
+
+    def _child(self, spec: StateMetric, labels: tuple[str, ...]) -> Any:
+        child = self._children.get((spec, labels))
+        if child is None:
+            child = self._children[spec, labels] = self._metrics[spec].labels(*labels)
+        return child
+
+    async def run(self, interval: float = 1.0) -> None:
+        """`sync` every `interval` seconds until cancelled."""
+        while True:
+            try:
+                self.sync()
+            except Exception:  # keep mirroring; a scrape's own sync raises to the scraper
+                log.exception("metrics: mirroring the worker's state failed")
+            await asyncio.sleep(interval)
+
+
+def _fleet_max(path: str) -> dict[StateMetric, dict[tuple[str, ...], float]]:
+    """The `max` counters' values in the multiprocess files under `path`."""
+    specs = {spec.name: spec for spec in STATE_METRICS if spec.fleet == "max"}
+    files = glob.glob(os.path.join(path, "gauge_max_*.db"))
+    found: dict[StateMetric, dict[tuple[str, ...], float]] = {}
+    merged = MultiProcessCollector.merge(files, accumulate=False)  # type: ignore[no-untyped-call]
+    for metric in merged:
+        spec = specs.get(metric.name)
+        if spec is not None:
+            found[spec] = {
+                tuple(s.labels[label] for label in spec.labels): s.value for s in metric.samples
+            }
+    return found
+
+
+class FleetCollector(Collector):
+    """Every worker's multiprocess files, merged by prometheus_client; the `max`
+    counters, kept as gauges there, are exposed as the counters they are."""
+
+    def __init__(self, path: str) -> None:
+        self._files = MultiProcessCollector(None, path)  # type: ignore[no-untyped-call]
+        self._max_counters = {spec.name for spec in STATE_METRICS if spec.fleet == "max"}
+
+    def collect(self) -> Iterator[Metric]:
+        metric: Metric
+        for metric in self._files.collect():  # type: ignore[no-untyped-call]
+            if metric.name in self._max_counters:
+                metric.type = "counter"
+                metric.samples = [s._replace(name=f"{s.name}_total") for s in metric.samples]
+            yield metric
 
 
 class Metrics:
@@ -310,20 +499,42 @@ class Metrics:
     def __init__(self, state: GatewayState) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         path = multiprocess_dir()
+        self.mirror: FleetMirror | None = None
         if path is None:
             self.gateway = GatewayMetrics(self.registry)
+            self.registry.register(GatewayCollector(state))
         else:
             self.gateway = GatewayMetrics(None)
-            MultiProcessCollector(self.registry, path)  # type: ignore[no-untyped-call]
-        self.registry.register(GatewayCollector(state, per_worker=path is not None))
+            self.mirror = FleetMirror(state, path)
+            self.registry.register(FleetCollector(path))
 
 
 METRICS = web.AppKey("ktproxy.metrics", Metrics)
 
 
+async def mirror_ctx(app: web.Application) -> AsyncIterator[None]:
+    """With `--workers N`, mirrors the worker's state every `MIRROR_INTERVAL` seconds
+    (a `cleanup_ctx`; after the runtime's, so it stops before the runtime closes)."""
+    mirror = app[METRICS].mirror
+    if mirror is None:
+        yield
+        return
+    task = asyncio.get_running_loop().create_task(mirror.run(MIRROR_INTERVAL))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        mirror.sync()
+
+
 async def metrics(request: web.Request) -> web.Response:
     """`GET /metrics`."""
-    body = generate_latest(request.app[METRICS].registry)
+    registry = request.app[METRICS]
+    if registry.mirror is not None:
+        registry.mirror.sync()  # this worker's latest; the others' are at most a second old
+    body = generate_latest(registry.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

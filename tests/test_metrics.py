@@ -1,8 +1,9 @@
 """`/metrics` after real SDK traffic, parsed as Prometheus parses it; and the sum over
-`--workers 2` in one scrape."""
+`--workers 2` in one scrape, the metrics read from the workers' state included."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import urllib.error
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -19,17 +21,21 @@ from ktproxy.metrics import METRICS, OTHER
 from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.harness import RunningGateway, free_port, openai_config, sdk_client
-from tests.test_cli import gateway_process, http, process_env
+from tests.test_cli import GatewayProcess, gateway_process, http, process_env
 from tests.test_process import ask, children, config_text, wait_until
 
 USER = [{"role": "user", "content": "hello metrics"}]
 
 
-def scrape(url: str) -> list[Sample]:
+def scrape_families(url: str) -> list[Metric]:
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = response.read().decode()
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+    return list(text_string_to_metric_families(text))
+
+
+def scrape(url: str) -> list[Sample]:
+    return [s for family in scrape_families(url) for s in family.samples]
 
 
 def value(samples: list[Sample], name: str, **labels: str) -> float:
@@ -208,5 +214,172 @@ def test_one_worker_serves_metrics_on_its_metrics_port_too(tmp_path: Path) -> No
             urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=10)
         missing.value.close()
         assert missing.value.code == 404
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.output()
+
+
+def fleet_config(down_port: int) -> str:
+    """A group limited to one request a minute (per worker), and a route whose first
+    target refuses connections, so its breaker rests it at the first failure."""
+    return f"""
+providers:
+  targets:
+    - id: echo
+      provider: mock
+      model: gpt-4o
+    - id: down
+      provider: openai
+      model: down-model
+      base_url: http://127.0.0.1:{down_port}/v1
+      secret_key_ref: {{env: DOWN_KEY}}
+      client_key: ignore
+routing:
+  models:
+    - name: flaky
+      targets: [down, echo]
+  circuit_breaker: {{failures: 1, cooldown_s: 600}}
+consumers:
+  groups:
+    - id: tiny
+      keys: [{{env: TINY_KEY}}]
+      limits: {{requests_per_minute: 1}}
+policies:
+  chain: []
+"""
+
+
+def post(port: int, model: str, key: str | None = None) -> int:
+    """A chat completion on a new connection; its HTTP status."""
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}]}' % model.encode(),
+        headers=headers,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code
+
+
+def catches_sighup(pid: int) -> bool:
+    """Has worker `pid` installed its SIGHUP handler (before, SIGHUP would end it)?"""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (caught,) = (ln.split()[1] for ln in status.splitlines() if ln.startswith("SigCgt:"))
+    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
+
+
+def start_workers(proc: GatewayProcess, port: int) -> set[int]:
+    """Wait until both workers run and catch SIGHUP; their pids."""
+    proc.wait_for_stdout("Gateway listening")
+    assert wait_until(lambda: len(children(proc.popen.pid)) == 2), proc.output()
+    assert wait_until(lambda: all(catches_sighup(p) for p in children(proc.popen.pid)))
+    assert wait_until(lambda: http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200)
+    return children(proc.popen.pid)
+
+
+def replace_worker(proc: GatewayProcess, victim: int) -> None:
+    """SIGKILL `victim` (a worker this test's supervisor started); wait for the new one."""
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(
+        lambda: victim not in children(proc.popen.pid) and len(children(proc.popen.pid)) == 2
+    ), proc.output()
+    assert wait_until(lambda: all(catches_sighup(p) for p in children(proc.popen.pid)))
+
+
+def settle(urls: list[str], expected: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> None:
+    """Poll (the workers mirror their state every second) until a scrape shows
+    `expected`, then check that six more scrapes, from whichever worker answers, do."""
+
+    def shows(url: str) -> bool:
+        samples = scrape(url)
+        return all(value(samples, name, **dict(lb)) == v for (name, lb), v in expected.items())
+
+    assert wait_until(lambda: shows(urls[0])), scrape(urls[0])
+    for i in range(6):
+        samples = scrape(urls[i % len(urls)])
+        for (name, labels), v in expected.items():
+            assert value(samples, name, **dict(labels)) == v, (name, labels)
+
+
+def test_state_metrics_add_up_over_workers_and_survive_a_killed_one(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(fleet_config(free_port()), encoding="utf-8")
+    port, metrics_port = free_port(), free_port()
+    urls = [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"]
+    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    args += ["--metrics-port", str(metrics_port)]
+    env = process_env(TMPDIR=str(tmp_path), TINY_KEY="kt-tiny", DOWN_KEY="sk-down")
+    with gateway_process([sys.executable, "-m", "ktproxy"], args, env) as proc:
+        workers = start_workers(proc, port)
+        statuses = [post(port, "gpt-4o", "kt-tiny") for _ in range(30)]
+        # One admitted a minute per worker: both workers answered some.
+        assert statuses.count(200) == 2 and statuses.count(429) == 28, statuses
+        assert all(post(port, "flaky") == 200 for _ in range(20))
+        refused = ("ktproxy_rate_limited_requests_total", (("kind", "requests"),))
+        opened = ("ktproxy_circuit_opened_total", (("target", "down"),))
+        resting = ("ktproxy_circuit_open", (("target", "down"),))
+        expected = {
+            refused: 28.0,
+            opened: 2.0,  # each worker's breaker rested `down` once
+            resting: 1.0,  # 1 while any worker rests it, not the sum
+            ("ktproxy_circuit_open", (("target", "echo"),)): 0.0,
+            ("ktproxy_fallbacks_total", (("target", "down"),)): 2.0,
+            ("ktproxy_config_reloads_total", (("outcome", "applied"),)): 0.0,
+        }
+        settle(urls, expected)
+        families = {f.name: f for f in scrape_families(urls[0])}
+        for name in ("ktproxy_rate_limited_requests", "ktproxy_circuit_opened"):
+            assert families[name].type == "counter"
+            assert all("pid" not in s.labels for s in families[name].samples)
+        assert families["ktproxy_circuit_open"].type == "gauge"
+        assert families["ktproxy_config_reloads"].type == "counter"
+        assert {
+            s.labels["consumer_group"] for s in families["ktproxy_rate_limited_requests"].samples
+        } == {"tiny"}
+
+        # A killed worker's counts stay in the sums; its gauges leave them.
+        replace_worker(proc, min(workers))
+        settle(urls, expected)  # the survivor still rests `down`
+        statuses = [post(port, "gpt-4o", "kt-tiny") for _ in range(10)]
+        expected[refused] = 28.0 + statuses.count(429)
+        settle(urls, expected)
+        replace_worker(proc, max(workers))
+        expected[resting] = 0.0  # no live worker rests it any more
+        settle(urls, expected)
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.output()
+
+
+def test_one_sighup_to_the_supervisor_counts_one_reload(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(config_text(), encoding="utf-8")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    env = process_env(TMPDIR=str(tmp_path))
+    with gateway_process([sys.executable, "-m", "ktproxy"], args, env) as proc:
+        workers = start_workers(proc, port)
+
+        def reloaded() -> int:
+            return sum("config reloaded" in line for line in proc.stderr)
+
+        proc.popen.send_signal(signal.SIGHUP)  # passed on to both workers
+        assert wait_until(lambda: reloaded() == 2), proc.output()
+        applied = ("ktproxy_config_reloads_total", (("outcome", "applied"),))
+        rejected = ("ktproxy_config_reloads_total", (("outcome", "rejected"),))
+        settle([url], {applied: 1.0, rejected: 0.0})
+        # Workers that replace dead ones start from the fleet's count.
+        for victim in sorted(workers):
+            replace_worker(proc, victim)
+        settle([url], {applied: 1.0, rejected: 0.0})
+        proc.popen.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: reloaded() == 4), proc.output()
+        settle([url], {applied: 2.0, rejected: 0.0})
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.wait() == 0, proc.output()

@@ -5,17 +5,22 @@ The run creates (or reuses) a separate virtualenv, `build/litellm-venv`, with
 processes on free loopback ports:
 
 * `benchmarks.fast_upstream`, the fake OpenAI-compatible upstream of `bench_proxy`;
+* `benchmarks.passthrough`, a bare aiohttp (uvloop) relay to it with no policies: the
+  ceiling of an aiohttp proxy on this machine, which the DESIGN targets assumed to be
+  about 35x (non-streaming) and 85x (streaming) LiteLLM's rate;
 * a ktproxy gateway (one worker, the default chain `prompt-injection, pii-detector`)
   routing `gpt-4o` to it;
 * `litellm --config ... --num_workers 1` routing `gpt-4o` to the same upstream
   (`openai/gpt-4o`, `api_base` the upstream, a dummy key), kept offline: the local
   model cost map, no telemetry, no database.
 
-It drives the upstream directly (the reference), ktproxy and LiteLLM with
-`bench_proxy`'s load generator, non-streaming and streaming, alternating the targets
-round by round, and prints requests/s and p50/p90/p99 with the ratio
+It drives the upstream directly (the reference), the pass-through, ktproxy and
+LiteLLM with `bench_proxy`'s load generator, non-streaming and streaming, alternating
+the targets round by round, and prints requests/s and p50/p90/p99 with the ratio
 ktproxy/LiteLLM against the DESIGN targets (>= 60x non-streaming, >= 100x
-streaming). LiteLLM is far slower, so it gets its own, smaller request budget.
+streaming), the pass-through's ratio to LiteLLM against the assumed 35x/85x, and
+ktproxy's rate as a share of the pass-through's. LiteLLM is far slower, so it gets
+its own, smaller request budget.
 
     python -m benchmarks.compare_litellm [--requests 2000] [--litellm-requests 300]
         [--concurrency 10] [--rounds 2] [--mode both|nonstream|stream] [--json]
@@ -35,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,7 @@ from benchmarks.bench_proxy import (
     CONFIG_TEMPLATE,
     MODES,
     PROJECT_ROOT,
+    READY_TIMEOUT,
     UPSTREAM_KEY,
     BenchError,
     Child,
@@ -71,8 +77,15 @@ INSTALL_TIMEOUT = 1200.0  # seconds for venv creation plus pip install
 LITELLM_READY_TIMEOUT = 180.0  # LiteLLM imports a lot before it listens
 DEFAULT_CHAIN = "prompt-injection, pii-detector"
 DESIGN_RATIO = {"nonstream": 60.0, "stream": 100.0}
-TARGETS = ("direct", "ktproxy", "litellm")
-LABELS = {"direct": "upstream direct", "ktproxy": "ktproxy", "litellm": "LiteLLM proxy"}
+# What the DESIGN targets took a bare aiohttp pass-through to reach, times LiteLLM.
+ASSUMED_PASSTHROUGH_RATIO = {"nonstream": 35.0, "stream": 85.0}
+TARGETS = ("direct", "passthrough", "ktproxy", "litellm")
+LABELS = {
+    "direct": "upstream direct",
+    "passthrough": "pass-through",
+    "ktproxy": "ktproxy",
+    "litellm": "LiteLLM proxy",
+}
 
 LITELLM_CONFIG_TEMPLATE = """\
 model_list:
@@ -171,6 +184,18 @@ def ensure_venv(spec: str) -> str:
     return version.stdout.strip()
 
 
+def litellm_config(uport: int) -> str:
+    """LiteLLM's config: `gpt-4o` routed to the fake upstream on `uport`, no retries."""
+    return LITELLM_CONFIG_TEMPLATE.format(uport=uport, key=UPSTREAM_KEY)
+
+
+def litellm_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """LiteLLM's environment: ours without a database or our import path, kept offline."""
+    env = {k: v for k, v in environ.items() if k not in ("DATABASE_URL", "PYTHONPATH")}
+    env.update(LITELLM_ENV)
+    return env
+
+
 class LiteLLM(Child):
     """`litellm --config ... --port P --num_workers 1`; readiness by its liveness route."""
 
@@ -222,6 +247,43 @@ class LiteLLM(Child):
                 pass
 
 
+async def start_passthrough(
+    uport: int, env: dict[str, str], tmp: Path, children: list[Child]
+) -> tuple[Child, int]:
+    """Start `benchmarks.passthrough` in front of the upstream; the child and its port."""
+    (port,) = free_ports(1)
+    argv = [sys.executable, "-m", "benchmarks.passthrough", "--port", str(port)]
+    argv += ["--upstream", f"http://127.0.0.1:{uport}"]
+    child = Child("passthrough", argv, env, tmp)
+    children.append(child)
+    await child.wait_ready(f"passthrough listening on {port}", READY_TIMEOUT)
+    return child, port
+
+
+def _ratio(a: float | None, b: float | None, digits: int = 1) -> float | None:
+    return round(a / b, digits) if a is not None and b else None
+
+
+def ratios(summary: dict[str, dict[str, Any]], mode: str) -> dict[str, Any]:
+    """The same-run ratios of one mode, from each target's `TargetStats.summary`.
+
+    `ratio_rps` is ktproxy/LiteLLM requests/s (the DESIGN figure), `passthrough_ratio_rps`
+    the pass-through's, and `ktproxy_passthrough_ratio` ktproxy's rate as a share of the
+    pass-through's; `design_passthrough_ratio` is that share as the targets implied it
+    (target / assumed pass-through ratio). A ratio with a zero or missing side is None.
+    """
+    kt, ll, pt = summary["ktproxy"], summary["litellm"], summary["passthrough"]
+    return {
+        "ratio_rps": _ratio(kt["rps"], ll["rps"]),
+        "ratio_p50": _ratio(ll["p50_ms"], kt["p50_ms"]),
+        "design_ratio": DESIGN_RATIO[mode],
+        "passthrough_ratio_rps": _ratio(pt["rps"], ll["rps"]),
+        "assumed_passthrough_ratio": ASSUMED_PASSTHROUGH_RATIO[mode],
+        "ktproxy_passthrough_ratio": _ratio(kt["rps"], pt["rps"], 3),
+        "design_passthrough_ratio": round(DESIGN_RATIO[mode] / ASSUMED_PASSTHROUGH_RATIO[mode], 3),
+    }
+
+
 # ---------------------------------------------------------------------------
 # The comparison
 
@@ -238,31 +300,34 @@ async def compare(opts: Options, children: list[Child], version: str) -> dict[st
 async def _compare(opts: Options, children: list[Child], tmp: Path, version: str) -> dict[str, Any]:
     env = child_env()
     upstream, uport = await start_fast_upstream(opts.chunks, env, tmp, children)
+    passthrough, pport = await start_passthrough(uport, env, tmp, children)
     gport, lport = free_ports(2)
     config = CONFIG_TEMPLATE.format(gport=gport, uport=uport, chain=DEFAULT_CHAIN)
     gateway = await start_gateway("ktproxy", config, gport, 1, env, tmp, children)
 
     lconfig = tmp / "litellm.yaml"
-    lconfig.write_text(LITELLM_CONFIG_TEMPLATE.format(uport=uport, key=UPSTREAM_KEY), "utf-8")
-    lenv = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PYTHONPATH")}
-    lenv.update(LITELLM_ENV)
-    litellm = LiteLLM(lconfig, lport, lenv, tmp)
+    lconfig.write_text(litellm_config(uport), "utf-8")
+    litellm = LiteLLM(lconfig, lport, litellm_env(os.environ), tmp)
     children.append(litellm)
     started = time.monotonic()
     await litellm.wait_live(LITELLM_READY_TIMEOUT)
     progress(
-        f"upstream pid {upstream.pid} :{uport}, ktproxy pid {gateway.pid} :{gport}, "
+        f"upstream pid {upstream.pid} :{uport}, pass-through pid {passthrough.pid} "
+        f":{pport}, ktproxy pid {gateway.pid} :{gport}, "
         f"LiteLLM {version} pid {litellm.pid} :{lport} (ready in "
         f"{time.monotonic() - started:.1f} s)"
     )
 
     urls = {
         "direct": f"http://127.0.0.1:{uport}/v1/chat/completions",
+        "passthrough": f"http://127.0.0.1:{pport}/v1/chat/completions",
         "ktproxy": f"http://127.0.0.1:{gport}/v1/chat/completions",
         "litellm": f"http://127.0.0.1:{lport}/v1/chat/completions",
     }
-    budgets = {"direct": opts.requests, "ktproxy": opts.requests, "litellm": opts.litellm_requests}
+    budgets = {target: opts.requests for target in TARGETS}
+    budgets["litellm"] = opts.litellm_requests
     probes: dict[str, Callable[[], float | None]] = {
+        "passthrough": passthrough.cpu_seconds,
         "ktproxy": gateway.cpu_seconds,
         "litellm": litellm.cpu_seconds,
     }
@@ -296,22 +361,14 @@ async def _compare(opts: Options, children: list[Child], tmp: Path, version: str
                 stats[target].add(run)
                 lat = sorted(run.latencies)
                 progress(
-                    f"[{mode}] round {n}/{opts.rounds} {target:>7}: "
+                    f"[{mode}] round {n}/{opts.rounds} {target:>11}: "
                     f"{stats[target].round_rps[-1]:9.1f} req/s  "
                     f"p50 {percentile(lat, 50) * 1000:8.3f} ms  "
                     f"p99 {percentile(lat, 99) * 1000:8.3f} ms  "
                     f"errors {sum(run.errors.values())}"
                 )
         summary = {target: stats[target].summary(stream) for target in TARGETS}
-        kt, ll = summary["ktproxy"], summary["litellm"]
-        modes[mode] = {
-            **summary,
-            "ratio_rps": round(kt["rps"] / ll["rps"], 1) if ll["rps"] else None,
-            "ratio_p50": (
-                round(ll["p50_ms"] / kt["p50_ms"], 1) if kt["p50_ms"] and ll["p50_ms"] else None
-            ),
-            "design_ratio": DESIGN_RATIO[mode],
-        }
+        modes[mode] = {**summary, **ratios(summary, mode)}
     return {
         "settings": {
             "requests": opts.requests,
@@ -325,9 +382,17 @@ async def _compare(opts: Options, children: list[Child], tmp: Path, version: str
             "cpus": os.cpu_count(),
         },
         "modes": modes,
-        "peak_rss_kib": {"ktproxy": gateway.peak_rss_kib(), "litellm": litellm.peak_rss_kib()},
+        "peak_rss_kib": {
+            "passthrough": passthrough.peak_rss_kib(),
+            "ktproxy": gateway.peak_rss_kib(),
+            "litellm": litellm.peak_rss_kib(),
+        },
         "errors": {"total": sum(errors.values()), "by_kind": dict(errors.most_common())},
     }
+
+
+def _times(ratio: float | None, spec: str) -> str:
+    return "n/a" if ratio is None else f"{ratio:{spec}}x"
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -340,6 +405,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{s['cpus']} CPU(s)",
         f"ktproxy chain: {s['ktproxy_chain']}; LiteLLM: default proxy settings, "
         "no database, no master key",
+        "pass-through: a bare aiohttp (uvloop) relay with one pooled client session, "
+        "no policies, one process",
     ]
     for mode, res in report["modes"].items():
         lines.append("")
@@ -356,16 +423,23 @@ def format_report(report: dict[str, Any]) -> str:
         ratio, want = res["ratio_rps"], res["design_ratio"]
         met = "n/a" if ratio is None else "met" if ratio >= want else "NOT met"
         lines.append(
-            f"  ktproxy/LiteLLM requests/s {_fmt(ratio, '.1f', 0)}x "
+            f"  ktproxy/LiteLLM requests/s {_times(ratio, '.1f')} "
             f"(DESIGN target >= {want:g}x: {met}); "
-            f"LiteLLM p50 / ktproxy p50 {_fmt(res['ratio_p50'], '.1f', 0)}x"
+            f"LiteLLM p50 / ktproxy p50 {_times(res['ratio_p50'], '.1f')}"
+        )
+        lines.append(
+            f"  pass-through/LiteLLM requests/s {_times(res['passthrough_ratio_rps'], '.1f')} "
+            f"(DESIGN assumed ~{res['assumed_passthrough_ratio']:g}x); "
+            f"ktproxy/pass-through {_times(res['ktproxy_passthrough_ratio'], '.2f')} "
+            f"(the targets imply {res['design_passthrough_ratio']:.2f}x)"
         )
     rss = report["peak_rss_kib"]
     lines.append("")
     lines.append(
         "peak RSS (VmHWM): "
         + ", ".join(
-            f"{name} {kib / 1024:.1f} MiB" if kib else f"{name} n/a" for name, kib in rss.items()
+            f"{LABELS[name]} {kib / 1024:.1f} MiB" if kib else f"{LABELS[name]} n/a"
+            for name, kib in rss.items()
         )
     )
     lines += format_errors(report["errors"])

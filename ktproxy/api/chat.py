@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +33,7 @@ from ktproxy.errors import (
     unauthorized,
 )
 from ktproxy.errors import policy_violation as violation_error
+from ktproxy.ids import new_request_id
 from ktproxy.logs import log_request
 from ktproxy.metrics import METRICS
 from ktproxy.policies.base import PolicyViolation
@@ -198,7 +198,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def handle(request: web.Request, surface: Surface) -> web.StreamResponse:
     """Serve one request of `surface` through the pipeline; a `GatewayError` carries the
     request id in its headers (the caller shapes its body)."""
-    request_id = uuid.uuid4().hex
+    request_id = new_request_id()
     try:
         return await _handle(request, surface, request_id)
     except GatewayError as exc:

@@ -12,6 +12,22 @@ event loop exists), each listening on the same port with SO_REUSEPORT; a worker 
 dies is replaced and the event logged; SIGTERM, SIGINT and SIGHUP are passed on to
 every worker, and the supervisor exits once they all have. The workers share a fresh
 directory for Prometheus multiprocess metrics, which the supervisor removes at exit.
+
+The supervisor is the fleet's record of the current config. On SIGHUP it re-reads and
+checks the file itself before passing the signal on: a good config becomes its
+current one, a bad one is logged and the last good one stays current. Each worker
+then re-reads the file as a single worker does. A worker that replaces a dead one is
+forked with the supervisor's current config, so it serves what the others serve: the
+last config a reload accepted, never a rejected file nor one edited on disk without
+a SIGHUP. (Two edits of the file a few milliseconds apart can still be read
+differently by the supervisor and the workers; the next SIGHUP makes them agree. A
+worker whose reload fails while starting a good config keeps its old one, as
+logged; a replacement starts on the new one.)
+
+A worker is forked with SIGHUP blocked and unblocks it only once its loop handles it
+and its app has started, so a reload asked for while it starts is neither fatal (the
+default action ends the process) nor lost (it is delivered then, and the worker
+re-reads the file). A single gateway does the same from the start of `run`.
 """
 
 from __future__ import annotations
@@ -33,7 +49,7 @@ from aiohttp import web
 from prometheus_client.multiprocess import mark_process_dead
 
 from ktproxy.app import make_app, reload
-from ktproxy.configcheck import LoadedConfig
+from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
 from ktproxy.metrics import metrics_app, use_multiprocess
 from ktproxy.state import STATE
 
@@ -44,6 +60,8 @@ log = logging.getLogger("ktproxy.server")
 CRASH_WINDOW_S = 2.0
 CRASH_LIMIT = 5
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Signals the supervisor passes on; blocked across a fork (see `_spawn`).
+_PASSED_ON = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def display_url(host: str, port: int) -> str:
@@ -83,10 +101,14 @@ async def serve(
         reloading.add(task)
         task.add_done_callback(reloading.discard)
 
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await runner.setup()
     metrics_runner = None
     try:
+        # Only now: a reload during `setup` would race the runtime's start (and the
+        # start's runtime would replace the reloaded one). SIGHUP has been blocked since
+        # `run` or the fork; one that came meanwhile is delivered here.
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         site = web.TCPSite(
             runner, host, port, backlog=1024, reuse_address=True, reuse_port=reuse_port or None
         )
@@ -145,6 +167,7 @@ def run(
     """Run the gateway in the foreground; the process exit code."""
     if workers > 1:
         return supervise(loaded, host, port, workers, metrics_port)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # until `serve` handles it
     try:
         _run_loop(serve(loaded, host, port, metrics_port=metrics_port))
     except OSError as exc:
@@ -175,9 +198,12 @@ def _worker(
     metrics_dir: str,
     metrics_port: int | None,
 ) -> int:
-    """A forked worker's life (its exit code)."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    """A forked worker's life (its exit code). It starts with `_PASSED_ON` blocked."""
+    for sig in _PASSED_ON:
         signal.signal(sig, signal.SIG_DFL)  # the event loop installs its own
+    # A stop sent since the fork ends the worker now; SIGHUP stays blocked (and a
+    # reload pending) until `serve` can handle it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _PASSED_ON - {signal.SIGHUP})
     _die_with_parent(parent)
     use_multiprocess(metrics_dir)  # before the app, and so any metric, exists
     try:
@@ -196,7 +222,14 @@ def _spawn(
     sys.stdout.flush()
     sys.stderr.flush()
     parent = os.getpid()
-    pid = os.fork()
+    # Blocked across the fork, so that no signal meets the child with the supervisor's
+    # handler or, later, the default action; the parent's mask is restored at once.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _PASSED_ON)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
     if pid == 0:  # the worker
         code = 1
         try:
@@ -205,6 +238,7 @@ def _spawn(
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     return pid
 
 
@@ -236,11 +270,12 @@ def _supervise(
     def remember(signum: int, _frame: object) -> None:
         pending.append(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in _PASSED_ON:
         signal.signal(sig, remember)
+    current = loaded  # what the workers serve: what a new worker is forked with
     started: dict[int, float] = {}
     for _ in range(workers):
-        started[_spawn(loaded, host, port, metrics_dir, metrics_port)] = time.monotonic()
+        started[_spawn(current, host, port, metrics_dir, metrics_port)] = time.monotonic()
     print(f"Gateway listening on {display_url(host, port)} ({workers} workers)", flush=True)
     _print_metrics_url(host, metrics_port)
     log.info("workers started: %s", sorted(started))
@@ -248,13 +283,19 @@ def _supervise(
     quick_deaths = 0
     code = 0
     while started:
-        while pending:
-            signum = pending.pop(0)
-            if signum in (signal.SIGTERM, signal.SIGINT):
-                stopping = True
-            for pid in started:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+        arrived = pending[:]
+        del pending[: len(arrived)]  # the handler may append meanwhile
+        for signum in arrived:
+            if signum == signal.SIGHUP:
+                continue
+            stopping = True  # each stop is passed on: a second one ends a drain's grace
+            _pass_on(started, signal.SIGTERM)
+        if signal.SIGHUP in arrived:
+            # Once however many came: a burst must not keep the supervisor from
+            # replacing workers. The file is checked before the workers read it.
+            if not stopping:
+                current = _reread(current)
+            _pass_on(started, signal.SIGHUP)
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -278,12 +319,35 @@ def _supervise(
             print("error: workers keep failing at start; stopping", file=sys.stderr)
             stopping = True
             code = exit_code if exit_code > 0 else 1
-            for other in started:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(other, signal.SIGTERM)
+            _pass_on(started, signal.SIGTERM)
             continue
-        started[_spawn(loaded, host, port, metrics_dir, metrics_port)] = time.monotonic()
+        started[_spawn(current, host, port, metrics_dir, metrics_port)] = time.monotonic()
     return code
+
+
+def _pass_on(workers: dict[int, float], signum: int) -> None:
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _reread(current: LoadedConfig) -> LoadedConfig:
+    """The supervisor's side of a reload: the config file if it passes the check (the
+    workers, reading the same file, take it too), else `current`, which stays what
+    new workers get. The workers log the problems; one line here says what new
+    workers will start on."""
+    filename = current.filename
+    try:
+        loaded = load_config(filename)
+    except ConfigError as exc:
+        log.error(
+            "supervisor: %s has %d error(s); new workers keep the last good config",
+            filename,
+            len(exc.problems),
+        )
+        return current
+    log.info("supervisor: new workers will start on the config read from %s", filename)
+    return loaded
 
 
 def _describe_exit(code: int) -> str:

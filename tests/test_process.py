@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,9 +13,10 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.harness import free_port
-from tests.test_cli import EXIT_TIMEOUT, gateway_process, http
+from tests.test_cli import EXIT_TIMEOUT, STARTUP_TIMEOUT, GatewayProcess, gateway_process, http
 
 KT = [sys.executable, "-m", "ktproxy"]
 
@@ -172,3 +174,183 @@ def test_workers_die_with_a_supervisor_that_is_killed(tmp_path: Path) -> None:
         proc.popen.kill()  # SIGKILL: the supervisor cannot pass anything on
         proc.popen.wait(timeout=10)
         assert wait_until(lambda: not any(Path(f"/proc/{p}").exists() for p in workers))
+
+
+# -- a worker that replaces a dead one, and SIGHUP while a worker starts --------------
+
+
+def catches_sighup(pid: int) -> bool:
+    """Has `pid` installed its SIGHUP handler (its loop is up and its app started)?"""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (caught,) = (ln.split()[1] for ln in status.splitlines() if ln.startswith("SigCgt:"))
+    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
+
+
+def log_records(proc: GatewayProcess) -> list[dict[str, Any]]:
+    """The gateway's JSON log lines so far (stderr is a pipe, so the format is JSON)."""
+    records = []
+    for line in list(proc.stderr):
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+    return records
+
+
+def start_two_workers(proc: GatewayProcess, port: int) -> set[int]:
+    proc.wait_for_stdout("Gateway listening")
+    assert wait_until(lambda: len(children(proc.popen.pid)) == 2), proc.output()
+    assert wait_until(lambda: all(catches_sighup(p) for p in children(proc.popen.pid)))
+    assert wait_until(lambda: http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200)
+    return children(proc.popen.pid)
+
+
+def replace(proc: GatewayProcess, victim: int) -> int:
+    """SIGKILL worker `victim` (of this test's gateway); the pid of its replacement,
+    once it has started (it handles SIGHUP)."""
+    before = children(proc.popen.pid)
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: len(children(proc.popen.pid) - before) == 1), proc.output()
+    (new,) = children(proc.popen.pid) - before
+    assert wait_until(lambda: catches_sighup(new)), proc.output()
+    return new
+
+
+def status_for(port: int, model: str) -> int:
+    """A chat completion for `model` on a new connection (SO_REUSEPORT picks the worker)."""
+    status, _ = http(
+        "POST",
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        {"model": model, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    return status
+
+
+def assert_worker_serves(proc: GatewayProcess, port: int, pid: int, model: str) -> None:
+    """Requests for `model` succeed, whichever worker answers, until worker `pid` has
+    answered one (its request log line says so)."""
+
+    def answered() -> bool:
+        assert status_for(port, model) == 200, proc.output()
+        return any(
+            r.get("msg") == "request" and r.get("pid") == pid and r.get("model") == model
+            for r in log_records(proc)
+        )
+
+    assert wait_until(answered, timeout=30), f"worker {pid} never answered: {proc.output()}"
+
+
+def reloaded_by(proc: GatewayProcess) -> list[int]:
+    """The pids of the workers' "config reloaded" log lines, in order."""
+    return [
+        int(r["pid"])
+        for r in log_records(proc)
+        if str(r.get("msg", "")).startswith("config reloaded")
+    ]
+
+
+RENAMED = config_text().replace("model: gpt-4o", "model: gpt-5o")  # a new model served
+
+
+def test_a_replacement_worker_serves_the_config_of_the_last_reload(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(config_text(), encoding="utf-8")
+    port = free_port()
+    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    with gateway_process(KT, args) as proc:
+        workers = start_two_workers(proc, port)
+        assert status_for(port, "gpt-5o") == 404
+        config.write_text(RENAMED, encoding="utf-8")
+        proc.popen.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: sorted(reloaded_by(proc)) == sorted(workers)), proc.output()
+        new = replace(proc, min(workers))
+        assert_worker_serves(proc, port, new, "gpt-5o")
+        assert status_for(port, "gpt-4o") == 404  # nobody serves the old config
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.output()
+
+
+def test_a_replacement_worker_keeps_the_last_good_config_over_a_rejected_file(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(config_text(), encoding="utf-8")
+    port = free_port()
+    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    with gateway_process(KT, args) as proc:
+        workers = start_two_workers(proc, port)
+        config.write_text(RENAMED, encoding="utf-8")
+        proc.popen.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: sorted(reloaded_by(proc)) == sorted(workers)), proc.output()
+        config.write_text(RENAMED.replace("mode: echo", "mode: loud"), encoding="utf-8")
+        proc.popen.send_signal(signal.SIGHUP)
+
+        def rejected() -> set[int]:
+            return {
+                int(r["pid"]) for r in log_records(proc) if "reload rejected" in r.get("msg", "")
+            }
+
+        assert wait_until(lambda: rejected() == workers), proc.output()
+        new = replace(proc, max(workers))  # not on the file: it has an error
+        assert_worker_serves(proc, port, new, "gpt-5o")
+        assert any(
+            str(r.get("msg")).startswith("supervisor: ") and "keep the last good" in r["msg"]
+            for r in log_records(proc)
+        ), proc.output()
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.output()
+
+
+def test_sighup_while_workers_start_neither_kills_them_nor_is_lost(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(config_text(), encoding="utf-8")
+    port = free_port()
+    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    with gateway_process(KT, args) as proc:
+        supervisor = proc.popen.pid
+
+        def hup_until(done: Callable[[], bool]) -> None:
+            """SIGHUP the supervisor (which passes it on at once to every worker, those
+            it has just forked included) until `done`, and a few more times."""
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            extra = 20
+            while extra and time.monotonic() < deadline:
+                os.kill(supervisor, signal.SIGHUP)
+                with contextlib.suppress(OSError):
+                    if done():
+                        extra -= 1
+                time.sleep(0.02)
+            assert not extra, proc.output()
+
+        def restarts() -> int:
+            return sum("restarting" in line for line in proc.stderr)
+
+        # The supervisor prints this line once it has forked both workers: they are
+        # starting while the SIGHUPs arrive.
+        proc.wait_for_stdout("Gateway listening")
+        hup_until(
+            lambda: (
+                len(children(supervisor)) == 2
+                and all(catches_sighup(p) for p in children(supervisor))
+            )
+        )
+        workers = children(supervisor)
+        assert restarts() == 0, proc.output()
+        # Each worker acts on a SIGHUP it got while starting, once it can.
+        assert wait_until(lambda: set(reloaded_by(proc)) == workers), proc.output()
+
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        hup_until(
+            lambda: (
+                victim not in children(supervisor)
+                and len(children(supervisor)) == 2
+                and all(catches_sighup(p) for p in children(supervisor))
+            )
+        )
+        assert restarts() == 1, proc.output()  # the one killed, not the one started
+        (new,) = children(supervisor) - workers
+        assert wait_until(lambda: new in reloaded_by(proc)), proc.output()
+        assert_worker_serves(proc, port, new, "gpt-4o")
+        assert children(supervisor) == workers - {victim} | {new}
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.output()

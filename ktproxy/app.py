@@ -50,14 +50,23 @@ def _build(state: GatewayState, loaded: LoadedConfig) -> Runtime:
     )
 
 
+RELOAD_LOCK = web.AppKey("ktproxy.reload_lock", asyncio.Lock)
+
+
 async def reload(app: web.Application, retire_timeout: float = 60.0) -> bool:
     """Re-read the config file and swap it in if it passes the check.
 
     A config with errors is refused (its problems logged) and the old one keeps
     serving. A good one is started and becomes the runtime of new requests at once;
     requests in flight finish on the old one, which is closed when the last of them
-    ends (or after `retire_timeout` seconds).
+    ends (or after `retire_timeout` seconds). Reloads run one at a time, so after a
+    burst of SIGHUPs the file read last is the one that serves.
     """
+    async with app[RELOAD_LOCK]:
+        return await _reload(app, retire_timeout)
+
+
+async def _reload(app: web.Application, retire_timeout: float) -> bool:
     state = app[STATE]
     filename = state.loaded.filename
     try:
@@ -100,6 +109,7 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
         resources=PolicyResources(loaded.config.gateway.instance),
     )
     app[METRICS] = Metrics(app[STATE])
+    app[RELOAD_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(mirror_ctx)  # --workers: the state into the metrics files
     app.router.add_post("/v1/chat/completions", chat.chat_completions)

@@ -115,8 +115,16 @@ def parse_head(head: bytes) -> tuple[int, bool, dict[str, str]]:
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or _TOKEN_BAD.intersection(name) or b"\x00" in line:
-            # Includes obsolete line folding (a line starting with a space).
+        if (
+            not colon
+            or not name
+            or _TOKEN_BAD.intersection(name)
+            or b"\x00" in line
+            or b"\r" in line
+            or b"\n" in line
+        ):
+            # Includes obsolete line folding (a line starting with a space), and a bare CR
+            # or LF, which would otherwise reach a header the gateway passes on.
             raise MalformedResponse("upstream sent a malformed header")
         key = name.decode("latin-1").lower()
         text = value.strip(b" \t").decode("latin-1")
@@ -126,30 +134,38 @@ def parse_head(head: bytes) -> tuple[int, bool, dict[str, str]]:
 
 
 class Decoder:
-    """Streaming gzip/deflate content decoding (zlib's header auto-detection)."""
+    """Streaming gzip/deflate content decoding."""
 
     def __init__(self, coding: str) -> None:
-        # 47 = 32 (detect gzip or zlib header) + 15 (window); raw deflate falls back.
-        self._z = zlib.decompressobj(47)
-        self._coding = coding
+        # gzip: 47 = 32 (detect a gzip or zlib header) + 15 (window). deflate: decided by
+        # its first two bytes, which may arrive apart (see `feed`).
+        self._z = None if coding == "deflate" else zlib.decompressobj(47)
+        self._head = b""
         self._started = False
 
     def feed(self, data: bytes) -> bytes:
-        try:
-            out = self._z.decompress(data)
-        except zlib.error:
-            if self._started or self._coding != "deflate":
-                raise MalformedResponse("upstream sent a corrupt compressed body") from None
-            # Some servers send raw deflate for `deflate`; retry once without a header.
-            self._z = zlib.decompressobj(-15)
-            out = self.feed(data)
         self._started = True
-        return out
+        if self._z is None:
+            # `deflate` means zlib-wrapped, but some servers send raw deflate; a zlib
+            # header (RFC 1950: method 8, check bits) tells them apart. Deciding on a
+            # first packet of one byte would misread the stream.
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return b""
+            self._head = b""
+            cmf, flg = data[0], data[1]
+            wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
+            self._z = zlib.decompressobj(15 if wrapped else -15)
+        try:
+            return self._z.decompress(data)
+        except zlib.error:
+            raise MalformedResponse("upstream sent a corrupt compressed body") from None
 
     def finish(self) -> bytes:
-        if not self._z.eof and self._started:
+        if self._started and (self._z is None or not self._z.eof):
             raise MalformedResponse("upstream compressed body ended early")
-        return self._z.flush()
+        return b"" if self._z is None else self._z.flush()
 
 
 class Connection(asyncio.Protocol):
@@ -203,7 +219,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._state == _UNTIL_CLOSE:
+        if self._state == _UNTIL_CLOSE and exc is None:  # a reset cuts the body short
             self._message_done()
         elif self._state != _DONE:
             head = self._state == _HEAD
@@ -384,8 +400,10 @@ class Connection(asyncio.Protocol):
         if keepalive:
             for part in keepalive.split(","):
                 key, _, value = part.strip().partition("=")
-                if key.lower() == "timeout" and value.strip().isdigit():
-                    self.keepalive = float(value.strip())
+                value = value.strip()
+                # isascii: str.isdigit() is true for "²", which float() rejects.
+                if key.lower() == "timeout" and value.isascii() and value.isdigit():
+                    self.keepalive = float(value)
         coding = headers.get("content-encoding", "").strip().lower()
         if coding in ("gzip", "x-gzip", "deflate"):
             self._decoder = Decoder(coding)
@@ -396,7 +414,9 @@ class Connection(asyncio.Protocol):
         if status in (204, 304):
             self._state = _DONE
         elif transfer is not None:
-            if transfer.replace(" ", "").lower().rsplit(",", 1)[-1] != "chunked":
+            # Only `chunked` alone: a coding before it (`gzip, chunked`) would reach the
+            # consumer still encoded.
+            if transfer.strip(" \t").lower() != "chunked":
                 raise MalformedResponse("upstream sent an unsupported transfer coding")
             if length is not None:
                 self._reusable = False  # both framings given: do not trust what follows
@@ -405,7 +425,7 @@ class Connection(asyncio.Protocol):
         elif length is not None:
             values = {v.strip() for v in length.split(",")}
             value = values.pop()
-            if values or not value.isdigit() or len(value) > 15:
+            if values or not (value.isascii() and value.isdigit()) or len(value) > 15:
                 raise MalformedResponse("upstream sent an invalid Content-Length")
             self._remaining = int(value)
             self._state = _LENGTH if self._remaining else _DONE

@@ -150,8 +150,15 @@ class OriginPool:
                 else:
                     async with asyncio.timeout_at(deadline):
                         await waiter
-            except TimeoutError:
-                raise UpstreamTimeout("total") from None
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    # Woken (a connection or a slot is free) but leaving anyway: cancelled
+                    # or timed out in the same loop turn. Pass the turn on, or the next
+                    # waiter sleeps while a connection idles.
+                    self._wake_one()
+                if isinstance(exc, TimeoutError):
+                    raise UpstreamTimeout("total") from None
+                raise
             finally:
                 if not waiter.done():
                     waiter.cancel()

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from ktproxy.api import admin, chat, health, messages, models
+from ktproxy.api import admin, chat, health, messages, models, openapi
 from ktproxy.api.errors import error_middleware
 from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
 from ktproxy.metrics import METRICS, Metrics, metrics, mirror_ctx
@@ -122,4 +122,5 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/kt/events", admin.list_events)
     app.router.add_get("/v1/kt/events/{id}", admin.get_event)
+    app.router.add_get("/openapi.json", openapi.openapi_json)
     return app

@@ -85,6 +85,13 @@ class OllamaOptions(Struct, forbid_unknown_fields=True, frozen=True):
     api: Literal["openai", "native"] = "openai"
 
 
+class TargetTLS(Struct, forbid_unknown_fields=True, frozen=True):
+    """How an https target's certificate is checked (default: the system CA store)."""
+
+    ca_file: str | None = None  # PEM bundle trusted instead of the system store
+    verify: bool = True  # false: no certificate or hostname check (lint warns)
+
+
 class Target(Struct, forbid_unknown_fields=True, frozen=True):
     """One upstream a model name can route to."""
 
@@ -102,6 +109,7 @@ class Target(Struct, forbid_unknown_fields=True, frozen=True):
     anthropic: AnthropicOptions | None = None
     vertex: VertexOptions | None = None
     ollama: OllamaOptions | None = None
+    tls: TargetTLS | None = None
 
 
 class Providers(Struct, forbid_unknown_fields=True, frozen=True):
@@ -222,6 +230,11 @@ class Gateway(Struct, forbid_unknown_fields=True, frozen=True):
     host: NonEmpty = "127.0.0.1"
     port: Port = 41002
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
+    # Seconds a client gets to send a request's head (request line and headers), from
+    # its first byte (from the connect for a connection's first request), and to send
+    # its whole body; slower clients get a 408 and are disconnected.
+    header_timeout: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    body_timeout: Annotated[float, Meta(gt=0, le=3600)] = 30.0
     log_level: LogLevel = "info"
     # auto: key=value text when stderr is a terminal, JSON lines otherwise.
     log_format: Literal["auto", "json", "text"] = "auto"
@@ -232,6 +245,11 @@ class Gateway(Struct, forbid_unknown_fields=True, frozen=True):
     drain_grace: Annotated[float, Meta(ge=0)] = 0.0
     # Names this gateway's audit hash chain (default: host name and process id).
     instance: NonEmpty | None = None
+    # Per worker: requests (streams included) and streams served at once; one more is
+    # refused with 503 and `Retry-After: overload_retry_after` (seconds).
+    max_concurrent_requests: Annotated[int, Meta(ge=1, le=1_000_000)] = 1024
+    max_concurrent_streams: Annotated[int, Meta(ge=1, le=1_000_000)] = 1024
+    overload_retry_after: Annotated[int, Meta(ge=1, le=3600)] = 1
 
 
 class Config(Struct, forbid_unknown_fields=True, frozen=True):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import ssl
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from ktproxy.config import (
     Config,
     ConsumerGroup,
     Consumers,
+    Gateway,
     KeyRef,
     Policies,
     Providers,
@@ -36,6 +38,21 @@ from ktproxy.providers import registry as provider_registry
 from ktproxy.yamlsource import Path, SourceMap, YamlSyntaxError, format_path, load_yaml
 
 Severity = Literal["error", "warning"]
+
+# Above this many concurrent requests per worker, a limit no longer protects anything.
+_MAX_SENSIBLE_CONCURRENCY = 16384
+
+
+def tls_ca_problem(ca_file: str) -> str | None:
+    """Why `ca_file` cannot serve as a target's CA bundle, or None if it loads."""
+    if not os.path.isfile(ca_file):
+        return f"no such file: {ca_file!r}"
+    try:
+        ssl.create_default_context(cafile=ca_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        return f"not a PEM CA bundle ({reason}): {ca_file!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +225,9 @@ class _Checker:
                 path + ("base_url",),
                 f"expected an http:// or https:// URL with a host; got {_show(url)}",
             )
+        tls = value.get("tls")
+        if isinstance(tls, dict):
+            self._check_tls(tls, url, path + ("tls",))
         ref = value.get("secret_key_ref")
         env = ref.get("env") if isinstance(ref, dict) else None
         if isinstance(env, str) and env and not self.env.get(env):
@@ -225,6 +245,23 @@ class _Checker:
                     + ("will fail" if locked else "need the client to send its own provider key"),
                     "warning",
                 )
+
+    def _check_tls(self, tls: dict[str, Any], url: object, path: Path) -> None:
+        """`tls:` of a target: a CA file that loads, and a warning for `verify: false`."""
+        if isinstance(url, str) and not url.lower().startswith("https://"):
+            self.add(path, "only used with an https:// base_url", "warning")
+        ca_file = tls.get("ca_file")
+        if isinstance(ca_file, str):
+            problem = tls_ca_problem(ca_file)
+            if problem:
+                self.add(path + ("ca_file",), problem)
+        if tls.get("verify") is False:
+            self.add(
+                path + ("verify",),
+                "certificate verification is off: anyone on the path can read this "
+                "target's traffic and its API key",
+                "warning",
+            )
 
     def check_policies(self, value: dict[str, Any], path: Path) -> None:
         chain = value.get("chain")
@@ -382,6 +419,31 @@ class _Checker:
                     "must come before it in the chain",
                 )
 
+    def check_gateway(self, value: dict[str, Any], path: Path) -> None:
+        def number(key: str) -> int | None:
+            v = value.get(key, getattr(Gateway(), key))
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            return v if ok else None  # a bad value was reported by the type walk
+
+        requests = number("max_concurrent_requests")
+        streams = number("max_concurrent_streams")
+        explicit = "max_concurrent_streams" in value  # the default is not the user's doing
+        if explicit and requests is not None and streams is not None and streams > requests:
+            self.add(
+                path + ("max_concurrent_streams",),
+                f"{streams} can never be reached: every stream is also one of the "
+                f"max_concurrent_requests ({requests})",
+                "warning",
+            )
+        if requests is not None and requests > _MAX_SENSIBLE_CONCURRENCY:
+            self.add(
+                path + ("max_concurrent_requests",),
+                f"{requests} per worker: each request holds a client and an upstream "
+                "socket, so the open-file limit or memory runs out before this limit "
+                "protects the worker; use more workers or a smaller limit",
+                "warning",
+            )
+
     def check_routing(self, value: dict[str, Any], path: Path) -> None:
         models = value.get("models")
         if not isinstance(models, list):
@@ -446,6 +508,7 @@ _RULES: dict[type, Callable[[_Checker, dict[str, Any], Path], None]] = {
     Consumers: _Checker.check_consumers,
     ConsumerGroup: _Checker.check_group,
     Routing: _Checker.check_routing,
+    Gateway: _Checker.check_gateway,
     KeyRef: _Checker.check_key,
 }
 

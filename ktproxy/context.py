@@ -63,6 +63,9 @@ class RequestContext:
     chunks: int = 0  # stream writes to the client (for /metrics)
     # Seconds each policy's request/response hooks took (for /metrics).
     policy_seconds: dict[str, float] = field(default_factory=dict)
+    # A sampled stream: seconds of each stream filter call, by policy (for /metrics);
+    # None for the streams that are not timed (see `CompiledChain.time_stream`).
+    chunk_seconds: dict[str, list[float]] | None = None
     # Scratch space for policies (keyed by policy name), e.g. pseudonym tables.
     state: dict[str, Any] = field(default_factory=dict)
     _body: dict[str, Any] | None = None

@@ -139,3 +139,14 @@ def model_not_allowed(model: str, group: str) -> GatewayError:
         param="model",
         code="model_not_found",
     )
+
+
+def overloaded(kind: str, limit: int, retry_after: int) -> GatewayError:
+    """503 with `Retry-After`: this worker already serves `limit` requests (or streams)."""
+    return GatewayError(
+        503,
+        f"The gateway is at its limit of {limit} concurrent {kind}; try again in {retry_after} s.",
+        type="server_error",
+        code="gateway_overloaded",
+        headers={"Retry-After": str(retry_after)},
+    )

@@ -45,6 +45,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import (
@@ -147,8 +148,15 @@ class GatewayMetrics:
         )
         self.policy = Histogram(
             "ktproxy_policy_duration_seconds",
-            "Time a policy's request and response hooks took for one request (streams: "
-            "the per-chunk filters are measured by benchmarks/bench_chunk.py instead).",
+            "Time a policy's request and response hooks took for one request.",
+            ["policy"],
+            buckets=POLICY_BUCKETS,
+            registry=r,
+        )
+        self.policy_chunk = Histogram(
+            "ktproxy_policy_chunk_duration_seconds",
+            "Time a policy's stream filter took for one streamed chunk (or the flush at "
+            "a choice's end); sampled: every 8th stream's calls, at most 256 per stream.",
             ["policy"],
             buckets=POLICY_BUCKETS,
             registry=r,
@@ -243,6 +251,11 @@ class GatewayMetrics:
             child(self.decisions, d.policy, d.action, d.code or "").inc()
         for policy, seconds in ctx.policy_seconds.items():
             child(self.policy, policy).observe(seconds)
+        if ctx.chunk_seconds:
+            for policy, calls in ctx.chunk_seconds.items():
+                per_chunk = child(self.policy_chunk, policy)
+                for seconds in calls:
+                    per_chunk.observe(seconds)
         for a in ctx.attempts:
             child(self.attempts, a.target, a.outcome).inc()
 
@@ -292,6 +305,12 @@ RATE_LIMITED = StateMetric(
     ("consumer_group", "kind"),
     "sum",
 )
+OVERLOADED = StateMetric(
+    "ktproxy_overloaded_requests",
+    "Requests refused with 503 by a worker's concurrency limit (kind: requests, streams).",
+    ("kind",),
+    "sum",
+)
 FALLBACKS = StateMetric(
     "ktproxy_fallbacks",
     "Requests moved on from a failing target.",
@@ -319,6 +338,27 @@ CONFIG_RELOADS = StateMetric(
     ("outcome",),
     "max",
 )
+UPSTREAM_CONNECTIONS = StateMetric(
+    "ktproxy_upstream_connections",
+    "Pooled upstream connections per origin (scheme://host:port) by state: in_use "
+    "(checked out or connecting), idle (kept alive for reuse), waiting (requests "
+    "queued for a connection at the target's max_connections).",
+    ("origin", "state"),
+    "livesum",
+)
+STREAM_HELD = StateMetric(
+    "ktproxy_stream_held_characters",
+    "Characters of streamed text the stream filters hold back right now (a value that "
+    "may still be completing), summed over the open streams.",
+    (),
+    "livesum",
+)
+STREAM_HELD_MAX = StateMetric(
+    "ktproxy_stream_held_characters_max",
+    "The largest hold-back of one open stream, in characters (bounded by the filters' max_hold).",
+    (),
+    "livemax",
+)
 # In the order of the exposition.
 STATE_METRICS = (
     AUDIT_RECORDS,
@@ -326,10 +366,14 @@ STATE_METRICS = (
     AUDIT_WRITE_FAILURES,
     AUDIT_PURGED,
     RATE_LIMITED,
+    OVERLOADED,
     FALLBACKS,
     CIRCUIT_OPENED,
     CIRCUIT_OPEN,
     CONFIG_RELOADS,
+    UPSTREAM_CONNECTIONS,
+    STREAM_HELD,
+    STREAM_HELD_MAX,
 )
 
 Samples = dict[StateMetric, list[tuple[tuple[str, ...], float]]]
@@ -350,6 +394,9 @@ def read_state(state: GatewayState, runtime: Runtime | None) -> Samples:
         samples[AUDIT_PURGED].append(((sink,), writer.stats.purged))
     refusals = getattr(runtime.limiter, "refusals", {}) if runtime is not None else {}
     samples[RATE_LIMITED] = [(key, count) for key, count in sorted(refusals.items())]
+    samples[OVERLOADED] = [
+        ((kind,), state.overloaded.get(kind, 0)) for kind in ("requests", "streams")
+    ]
     if runtime is not None:
         runner = runtime.attempts
         samples[FALLBACKS] = [((t,), n) for t, n in sorted(runner.fallbacks.items())]
@@ -361,7 +408,28 @@ def read_state(state: GatewayState, runtime: Runtime | None) -> Samples:
     samples[CONFIG_RELOADS] = [
         ((outcome,), state.reloads.get(outcome, 0)) for outcome in ("applied", "rejected", "failed")
     ]
+    for pool in state.pool.stats():
+        origin = _origin_label(pool.origin)
+        samples[UPSTREAM_CONNECTIONS] += [
+            ((origin, "in_use"), pool.in_use),
+            ((origin, "idle"), pool.idle),
+            ((origin, "waiting"), pool.waiting),
+        ]
+    held = [rewriter.held() for rewriter in list(state.rewriters)]
+    samples[STREAM_HELD] = [((), float(sum(held)))]
+    samples[STREAM_HELD_MAX] = [((), float(max(held, default=0)))]
     return samples
+
+
+def _origin_label(origin: str) -> str:
+    """`scheme://host:port` of a pool's origin: never the user:password a base_url
+    may carry."""
+    parts = urlsplit(origin)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{host}:{port}"
 
 
 class GatewayCollector(Collector):
@@ -448,7 +516,9 @@ class FleetMirror:
     def _child(self, spec: StateMetric, labels: tuple[str, ...]) -> Any:
         child = self._children.get((spec, labels))
         if child is None:
-            child = self._children[spec, labels] = self._metrics[spec].labels(*labels)
+            metric = self._metrics[spec]
+            child = metric.labels(*labels) if spec.labels else metric
+            self._children[spec, labels] = child
         return child
 
     async def run(self, interval: float = 1.0) -> None:

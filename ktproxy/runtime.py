@@ -25,6 +25,7 @@ from ktproxy.policies.chain import CompiledChain
 from ktproxy.policies.resources import PolicyResources
 from ktproxy.providers import registry as provider_registry
 from ktproxy.providers.base import Provider
+from ktproxy.providers.http import tls_settings
 from ktproxy.providers.pool import UpstreamPool
 from ktproxy.providers.router import Router
 from ktproxy.providers.routing import AttemptRunner, Breakers, RoutePlanner
@@ -44,6 +45,10 @@ class Runtime:
     planner: RoutePlanner
     attempts: AttemptRunner
     admin_key: str | None = None  # sha256 digest of the admin key; None: admin API off
+    # Per worker, at once (`gateway.max_concurrent_*`); beyond them: 503.
+    max_requests: int = 1024
+    max_streams: int = 1024
+    retry_after: int = 1  # seconds, in the 503's Retry-After
 
     @property
     def policies(self) -> list[Policy]:
@@ -120,7 +125,7 @@ def build_runtime(
         cls = provider_registry.provider_class(target.provider)
         key = env.get(target.secret_key_ref.env) if target.secret_key_ref else None
         origin = (
-            pool.pool_for(target.base_url, target.max_connections)
+            pool.pool_for(target.base_url, target.max_connections, tls_settings(target))
             if target.base_url and target.provider in provider_registry.NETWORKED
             else None
         )
@@ -151,4 +156,7 @@ def build_runtime(
         RoutePlanner(router, config.routing),
         AttemptRunner(config.routing, Breakers(config.routing.circuit_breaker)),
         _env_digest(admin, env) if admin is not None else None,
+        max_requests=config.gateway.max_concurrent_requests,
+        max_streams=config.gateway.max_concurrent_streams,
+        retry_after=config.gateway.overload_retry_after,
     )

@@ -51,6 +51,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from ktproxy.app import make_app, reload
 from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
 from ktproxy.metrics import metrics_app, use_multiprocess
+from ktproxy.protocol import GuardedRunner
 from ktproxy.state import STATE
 
 log = logging.getLogger("ktproxy.server")
@@ -84,11 +85,15 @@ async def serve(
     `metrics_port`, `/metrics` is served on that port too."""
     app = make_app(loaded)
     settings = loaded.config.gateway
-    runner = web.AppRunner(
+    runner = GuardedRunner(
         app,
+        header_timeout=settings.header_timeout,  # slow-drip request heads are cut (408)
         handler_cancellation=True,  # a client that goes away releases its upstream at once
         access_log=None,
         shutdown_timeout=settings.drain_timeout,
+        # After an early answer (413), read and discard what the client still sends
+        # for 2 s at most (aiohttp's default is 10 s).
+        lingering_time=2.0,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from weakref import WeakSet
 
 from aiohttp import web
 
@@ -13,6 +15,9 @@ from ktproxy.limits import LocalRateLimiter
 from ktproxy.policies.resources import PolicyResources
 from ktproxy.providers.pool import UpstreamPool
 from ktproxy.runtime import Runtime
+
+if TYPE_CHECKING:
+    from ktproxy.api.stream_rewriter import StreamRewriter
 
 
 @dataclass(eq=False)
@@ -35,7 +40,12 @@ class GatewayState:
     runtime: Runtime | None = None
     draining: bool = False
     inflight: int = 0
+    streams: int = 0  # streaming requests admitted and not finished
+    # "requests" | "streams" -> requests refused with 503 (a concurrency limit), for /metrics
+    overloaded: dict[str, int] = field(default_factory=dict)
     reloads: dict[str, int] = field(default_factory=dict)  # outcome -> count, for /metrics
+    # The open streams' rewriters, for the hold-back gauges read at scrape time.
+    rewriters: WeakSet[StreamRewriter] = field(default_factory=WeakSet)
     _holders: dict[int, int] = field(default_factory=dict)  # id(runtime) -> requests
 
     @property

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from ktproxy.app import make_app
 from ktproxy.configcheck import check_text
+from ktproxy.protocol import GuardedRunner
 from ktproxy.state import STATE, GatewayState
 
 T = TypeVar("T")
@@ -59,7 +60,13 @@ async def start_gateway(config_text: str, env: Mapping[str, str] | None = None) 
     if loaded is None:
         raise AssertionError("test config has errors: " + "; ".join(p.message for p in problems))
     app = make_app(loaded, env or {})
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
+    runner = GuardedRunner(
+        app,
+        header_timeout=loaded.config.gateway.header_timeout,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=2,
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

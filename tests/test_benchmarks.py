@@ -224,6 +224,7 @@ def test_bench_chunk_smallest_run() -> None:
         "decode only (reference)",
         "rewriter, no filter",
         "default chain (pii-detector)",
+        "default chain, a timed stream",
     }
     for figures in timed.values():
         assert 0 < figures["median_us"] <= figures["p99_us"]

@@ -66,7 +66,7 @@ SEED_KEY_WARNING = (
 )
 TARGET_KEYS = (
     "id, provider, model, base_url, secret_key_ref, client_key, timeouts, max_connections, mock, "
-    "anthropic, vertex, ollama"
+    "anthropic, vertex, ollama, tls"
 )
 TOP_KEYS = "providers, pack, gateway, policies, routing, consumers, admin, policy"
 KNOWN_PROVIDERS = "anthropic, google-vertex, mock, ollama, openai"
@@ -260,7 +260,9 @@ def test_bad_everything_at_start_raises_with_the_errors_only() -> None:
             MINIMAL + "gateway:\n  hots: 127.0.0.1\n",
             [
                 "c.yaml:5: $.gateway.hots: unknown key; expected one of host, port, "
-                "max_body_bytes, log_level, log_format, drain_timeout, drain_grace, instance"
+                "max_body_bytes, header_timeout, body_timeout, log_level, log_format, "
+                "drain_timeout, drain_grace, instance, "
+                "max_concurrent_requests, max_concurrent_streams, overload_retry_after"
             ],
             id="unknown-nested-key",
         ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +20,7 @@ from prometheus_client.samples import Sample
 from ktproxy.context import Decision, RequestContext
 from ktproxy.metrics import METRICS, OTHER
 from tests.conftest import GatewayFactory
-from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.fakes.openai_upstream import FakeOpenAIUpstream, Reply
 from tests.harness import RunningGateway, free_port, openai_config, sdk_client
 from tests.test_cli import GatewayProcess, gateway_process, http, process_env
 from tests.test_process import ask, children, config_text, wait_until
@@ -383,3 +384,75 @@ def test_one_sighup_to_the_supervisor_counts_one_reload(tmp_path: Path) -> None:
         settle([url], {applied: 2.0, rejected: 0.0})
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.wait() == 0, proc.output()
+
+
+def test_pool_connections_and_stream_hold_back_are_gauges(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream
+) -> None:
+    """While a stream stalls on half an e-mail address, the PII filter holds it back and
+    the stream's upstream connection is in use; afterwards both read 0 and the
+    connection is idle in its pool."""
+    gw = make_gateway(openai_config(upstream.url, chain="[pii-detector]"))
+    text = "Mail me at john.doe@example.com now"
+    upstream.enqueue(
+        Reply(content=text, split=[23, len(text) - 23], stall_after_chunks=1, stall_seconds=3)
+    )
+    received: list[str] = []
+
+    def consume() -> None:
+        stream = sdk_client(gw).chat.completions.create(model="gpt-4o", messages=USER, stream=True)
+        received.extend(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    origin = "http://" + upstream.url.split("://", 1)[1].rstrip("/").removesuffix("/v1")
+    try:
+        seen: list[list[Sample]] = []
+
+        def holding() -> bool:
+            seen.append(scrape(gw.url))
+            return value(seen[-1], "ktproxy_stream_held_characters") > 0
+
+        assert wait_until(holding), "no hold-back seen while the stream stalled"
+        samples = seen[-1]
+        assert value(samples, "ktproxy_stream_held_characters_max") > 0
+        assert value(samples, "ktproxy_upstream_connections", origin=origin, state="in_use") == 1
+        assert value(samples, "ktproxy_upstream_connections", origin=origin, state="waiting") == 0
+    finally:
+        reader.join(30)
+    assert "".join(received) == "Mail me at [REDACTED:EMAIL] now"
+    samples = scrape(gw.url)
+    assert value(samples, "ktproxy_stream_held_characters") == 0
+    assert value(samples, "ktproxy_upstream_connections", origin=origin, state="in_use") == 0
+    assert value(samples, "ktproxy_upstream_connections", origin=origin, state="idle") == 1
+
+
+def test_stream_filter_calls_are_timed_in_one_stream_of_eight(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream
+) -> None:
+    gw = make_gateway(openai_config(upstream.url, chain="[pii-detector]"))
+    client = sdk_client(gw)
+
+    def stream_once() -> None:
+        upstream.enqueue(Reply(content="one two three four five six", split=[4] * 7))
+        for _ in client.chat.completions.create(model="gpt-4o", messages=USER, stream=True):
+            pass
+
+    def timed_calls() -> float:
+        samples = scrape(gw.url)
+        assert value(samples, "ktproxy_policy_chunk_duration_seconds_count") == value(
+            samples, "ktproxy_policy_chunk_duration_seconds_count", policy="pii-detector"
+        )
+        return value(samples, "ktproxy_policy_chunk_duration_seconds_count")
+
+    stream_once()  # the first stream is timed
+    first = timed_calls()
+    assert 7 <= first <= 256  # a feed per delta, plus the flush
+    samples = scrape(gw.url)
+    assert value(samples, "ktproxy_policy_chunk_duration_seconds_sum") > 0
+    assert value(samples, "ktproxy_policy_chunk_duration_seconds_bucket", le="1e-06") <= first
+    for _ in range(7):  # the next seven are not
+        stream_once()
+    assert timed_calls() == first
+    stream_once()  # the ninth is
+    assert timed_calls() == 2 * first

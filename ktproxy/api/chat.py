@@ -13,7 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
+from weakref import WeakSet
 
 import msgspec
 import orjson
@@ -28,6 +29,7 @@ from ktproxy.errors import (
     bad_request,
     model_not_allowed,
     model_not_found,
+    overloaded,
     payload_too_large,
     rate_limited,
     unauthorized,
@@ -38,12 +40,13 @@ from ktproxy.logs import log_request
 from ktproxy.metrics import METRICS
 from ktproxy.policies.base import PolicyViolation
 from ktproxy.policies.chain import CompiledChain
+from ktproxy.protocol import request_timeout
 from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
 from ktproxy.providers.registry import NETWORKED
 from ktproxy.providers.router import Route
 from ktproxy.runtime import Runtime
 from ktproxy.state import STATE
-from ktproxy.wire.openai import request_head_decoder
+from ktproxy.wire.openai import ChatRequestHead, request_head_decoder
 from ktproxy.wire.sse import data_event
 
 
@@ -94,21 +97,28 @@ FORWARD_HEADERS = (
 _JSON_TYPES = ("application/json", "text/json", "application/x-json")
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, refusing with 413 before reading past `limit` bytes."""
+async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
+    """The request body, refusing with 413 before reading past `limit` bytes and with 408
+    when it takes longer than `timeout` seconds (default `gateway.body_timeout`)."""
     length = request.content_length
     if length is not None and length > limit:
         raise payload_too_large(limit)
+    if timeout is None:
+        timeout = request.app[STATE].loaded.config.gateway.body_timeout
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise payload_too_large(limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise payload_too_large(limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise request_timeout("body", timeout) from None
     return b"".join(chunks)
 
 
@@ -137,6 +147,36 @@ def _decode_error(exc: msgspec.DecodeError) -> GatewayError:
     if isinstance(exc, msgspec.ValidationError):
         return bad_request(f"Invalid request: {message}", param=param)
     return bad_request(f"Request body is not valid JSON: {message}", code="invalid_json")
+
+
+def decode_request(raw: bytes) -> ChatRequestHead:
+    """The fields the gateway reads, type-checked, or a 400 naming the first bad one.
+
+    The whole body must parse with orjson too, because policies and provider adapters
+    read it with orjson: that refuses what msgspec lets pass in the fields it skips
+    (invalid UTF-8, numbers beyond a double) and caps nesting at 1024 levels; msgspec
+    itself stops at Python's recursion limit, with a RecursionError.
+    """
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):
+            raise _too_deep() from None
+        raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
+    try:
+        return request_head_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise _decode_error(exc) from None
+    except RecursionError:
+        raise _too_deep() from None
+
+
+def _too_deep() -> GatewayError:
+    return bad_request(
+        "Request body is nested too deeply (the gateway accepts JSON up to about "
+        "1000 levels deep).",
+        code="invalid_json",
+    )
 
 
 def _client_key(request: web.Request, surface: Surface) -> str | None:
@@ -213,6 +253,11 @@ async def _handle(request: web.Request, surface: Surface, request_id: str) -> we
     if runtime is None:
         state.release(None)
         raise GatewayError(503, "The gateway is not ready.", type="server_error")
+    if state.inflight > runtime.max_requests:
+        try:
+            _refuse(request, surface, request_id, runtime, "requests", runtime.max_requests)
+        finally:
+            state.release(runtime)
     inflight = request.app[METRICS].gateway.inflight
     inflight.inc()
     try:
@@ -222,6 +267,29 @@ async def _handle(request: web.Request, surface: Surface, request_id: str) -> we
         state.release(runtime)
 
 
+def _refuse(
+    request: web.Request,
+    surface: Surface,
+    request_id: str,
+    runtime: Runtime,
+    kind: str,
+    limit: int,
+) -> NoReturn:
+    """Over `gateway.max_concurrent_requests`: 503 before the body is read. Logged and
+    counted like any request, but not audited (shedding load must stay cheap)."""
+    state = request.app[STATE]
+    state.overloaded[kind] = state.overloaded.get(kind, 0) + 1
+    exc = overloaded(kind, limit, runtime.retry_after)
+    ctx = RequestContext(request_id, surface.endpoint, b"", "", False)
+    ctx.status, ctx.error_code = exc.status, exc.code
+    log_request(ctx)  # guarded: never raises
+    try:
+        request.app[METRICS].gateway.record(ctx, runtime)
+    except Exception:
+        log.exception("recording request metrics failed")
+    raise exc
+
+
 async def _serve(
     request: web.Request, surface: Surface, request_id: str, runtime: Runtime
 ) -> web.StreamResponse:
@@ -229,6 +297,8 @@ async def _serve(
     group = identity.group
     ctx = RequestContext(request_id, surface.endpoint, b"", "", False)
     chain = (group or runtime.consumers.default).chain
+    state = request.app[STATE]
+    holds_stream = False
     try:
         if group is None:
             raise unauthorized(identity.presented)
@@ -237,10 +307,7 @@ async def _serve(
         ctx.raw_body = await read_body(request, runtime.max_body_bytes)
         if surface.to_chat is not None:
             ctx.raw_body = surface.to_chat(ctx.raw_body)
-        try:
-            head = request_head_decoder.decode(ctx.raw_body)
-        except msgspec.DecodeError as exc:
-            raise _decode_error(exc) from None
+        head = decode_request(ctx.raw_body)
         ctx.model, ctx.stream = head.model, bool(head.stream)
         routes = runtime.planner.routes(head.model)
         if routes is None:
@@ -250,6 +317,13 @@ async def _serve(
         ctx.upstream_model = first.upstream_model
         if not group.allows(head.model, (first.provider.target.id, first.upstream_model)):
             raise model_not_allowed(head.model, group.id)
+        if ctx.stream:
+            # A stream holds its slot from here (before the upstream is asked) to its end.
+            if state.streams >= runtime.max_streams:
+                state.overloaded["streams"] = state.overloaded.get("streams", 0) + 1
+                raise overloaded("streams", runtime.max_streams, runtime.retry_after)
+            state.streams += 1
+            holds_stream = True
         if group.limits is not None:
             refusal = await runtime.limiter.admit(group.id, group.limits)
             if refusal is not None:
@@ -264,6 +338,8 @@ async def _serve(
         ctx.error_code = "client_closed"  # the client went away; the upstream is released
         raise
     finally:
+        if holds_stream:
+            state.streams -= 1
         if group is not None and group.limits is not None and ctx.usage:
             tokens = ctx.usage.get("total_tokens")
             if isinstance(tokens, int):
@@ -415,9 +491,10 @@ async def _relay_stream(
     ctx.status = 200
     streams = request.app[METRICS].gateway.streams
     streams.inc()
+    rewriters = request.app[STATE].rewriters
     try:
         return await _relay_events(
-            surface, chain, upstream, ctx, response, needs_usage, strip_usage
+            surface, chain, upstream, ctx, response, needs_usage, strip_usage, rewriters
         )
     finally:
         streams.dec()
@@ -431,10 +508,13 @@ async def _relay_events(
     response: web.StreamResponse,
     needs_usage: bool,
     strip_usage: bool,
+    rewriters: WeakSet[StreamRewriter],
 ) -> web.StreamResponse:
     # Without stream filters the bytes go on unparsed, unless usage must be read.
     parse = chain.has_stream_filters or needs_usage
     rewriter = StreamRewriter(chain, ctx, strip_usage) if parse else None
+    if rewriter is not None:
+        rewriters.add(rewriter)  # for the hold-back gauges; gone with the request
     translator = surface.stream_from_chat(ctx) if surface.stream_from_chat else None
     first = True
 

@@ -14,6 +14,9 @@ send either); a gateway key in either names the consumer group, a placeholder
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 import orjson
 from aiohttp import web
 
@@ -22,6 +25,7 @@ from ktproxy.context import RequestContext
 from ktproxy.errors import GatewayError, bad_request
 from ktproxy.wire import anthropic_native
 from ktproxy.wire.anthropic_stream import MessageStream
+from ktproxy.wire.openai import TokenCount
 
 
 def _to_chat(raw: bytes) -> bytes:
@@ -31,7 +35,24 @@ def _to_chat(raw: bytes) -> bytes:
         raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise bad_request("Request body must be a JSON object.")
+    try:
+        msgspec.convert(body, MessagesHead)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$.")
+        raise bad_request(f"Invalid request: {message}", param=where.rstrip("`") or None) from None
     return orjson.dumps(anthropic_native.to_chat_request(body))
+
+
+class MessagesHead(msgspec.Struct):
+    """Top-level Messages fields, type-checked under their Anthropic names (the chat
+    request they become is checked again, under its own names)."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    max_tokens: TokenCount
+    temperature: float | None = None
+    top_p: float | None = None
+    stop_sequences: list[str] | None = None
+    stream: bool | None = None
 
 
 def _from_chat(body: bytes) -> bytes:
@@ -57,7 +78,11 @@ async def messages(request: web.Request) -> web.StreamResponse:
     try:
         return await handle(request, MESSAGES)
     except GatewayError as exc:
-        body = anthropic_native.to_anthropic_error(exc.error_object(), exc.status)
+        error = exc.error_object()
+        if exc.param and f"`{exc.param}`" not in exc.message:
+            # Anthropic's error shape has no `param`: the message names the field.
+            error["message"] = f"{exc.message} (at `{exc.param}`)"
+        body = anthropic_native.to_anthropic_error(error, exc.status)
         return web.Response(
             status=exc.status,
             body=orjson.dumps(body),

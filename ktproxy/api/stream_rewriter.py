@@ -46,6 +46,7 @@ class StreamRewriter:
         "_text_index",
         "_text_filter",
         "_strip_usage",
+        "__weakref__",  # GatewayState.rewriters
     )
 
     def __init__(
@@ -53,6 +54,7 @@ class StreamRewriter:
     ) -> None:
         self._chain = chain
         self._ctx = ctx
+        chain.time_stream(ctx)  # one stream in CHUNK_TIMING_EVERY: filter calls timed
         # The gateway asked for the usage chunk (audit, token limits) and the client did
         # not: it is read into `ctx.usage` and not sent on.
         self._strip_usage = strip_usage
@@ -80,6 +82,14 @@ class StreamRewriter:
         if len(events) == 1:
             return self._event(events[0])
         return b"".join([self._event(e) for e in events])
+
+    def held(self) -> int:
+        """Characters the open filters hold back now (for /metrics, at scrape time)."""
+        total = 0
+        for key in self._open:
+            f = self._filters.get(key)
+            total += getattr(f, "held", 0)
+        return total
 
     def finish(self) -> bytes:
         """At upstream EOF: held text of every choice, then any unterminated bytes."""

@@ -4,10 +4,11 @@
 queue that one task drains in batches, sealing each record into the instance's hash
 chain and handing the batch to the sink in a worker thread. A full queue either
 drops the record and counts it (`drop`, the default: the gateway keeps serving) or
-makes the request wait for room (`block`: nothing is lost, requests slow down). A
-failing sink keeps its batch and retries with backoff; the queue absorbs the wait.
-Retention runs in the same task, every `purge_interval` seconds. `close` drains
-the queue before it returns.
+makes the request wait for room (`block`: requests slow down, and a record that
+finds no room within `block_timeout` seconds is dropped and counted, so a stuck sink
+cannot hold requests forever). A failing sink keeps its batch and retries with
+backoff; the queue absorbs the wait. Retention runs in the same task, every
+`purge_interval` seconds. `close` drains the queue before it returns.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class AuditWriter:
         batch_size: int = 256,
         flush_interval: float = 0.2,
         on_overflow: Literal["drop", "block"] = "drop",
+        block_timeout: float = 5.0,
         retention_days: float | None = None,
         purge_interval: float = 3600.0,
     ) -> None:
@@ -59,6 +61,7 @@ class AuditWriter:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.on_overflow = on_overflow
+        self.block_timeout = block_timeout
         self.retention_days = retention_days
         self.purge_interval = purge_interval
         self.stats = WriterStats()
@@ -85,27 +88,36 @@ class AuditWriter:
         try:
             self._queue.put_nowait(record)
         except asyncio.QueueFull:
-            self.stats.dropped += 1
-            now = time.monotonic()
-            if now >= self._next_drop_log:  # one line per interval, not one per record
-                self._next_drop_log = now + DROP_LOG_INTERVAL
-                log.warning(
-                    "audit queue full (%d records): dropping records, %d so far "
-                    "(on_overflow: drop; see ktproxy_audit_records_total)",
-                    self._queue.maxsize,
-                    self.stats.dropped,
-                )
+            self._drop()
             return False
         self.stats.submitted += 1
         return True
 
+    def _drop(self) -> None:
+        self.stats.dropped += 1
+        now = time.monotonic()
+        if now >= self._next_drop_log:  # one line per interval, not one per record
+            self._next_drop_log = now + DROP_LOG_INTERVAL
+            log.warning(
+                "audit queue full (%d records): dropping records, %d so far "
+                "(on_overflow: %s; see ktproxy_audit_records_total)",
+                self._queue.maxsize,
+                self.stats.dropped,
+                self.on_overflow,
+            )
+
     async def put(self, record: AuditRecord) -> None:
-        """Queue `record` as the overflow policy says: drop when full, or wait for room."""
-        if self.on_overflow == "block":
-            await self._queue.put(record)
-            self.stats.submitted += 1
-        else:
+        """Queue `record` as the overflow policy says: drop when full, or wait for room
+        (at most `block_timeout` seconds, then drop)."""
+        if self.on_overflow != "block" or not self._queue.full():
             self.submit(record)
+            return
+        try:
+            await asyncio.wait_for(self._queue.put(record), self.block_timeout)
+        except TimeoutError:
+            self._drop()
+            return
+        self.stats.submitted += 1
 
     async def close(self) -> None:
         """Write everything queued, then close the sink."""

@@ -38,11 +38,15 @@ class AuditOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # `{instance}` is replaced by the gateway instance name.
     path: str | None = None
     store_content: Literal["none", "redacted"] = "none"
+    # Longest assistant text stored per record (a stream may run on without end).
+    max_content_chars: Annotated[int, Meta(ge=1024)] = 1 << 20
     retention_days: Annotated[float, Meta(gt=0)] | None = 30.0
     queue_size: Annotated[int, Meta(ge=1, le=10_000_000)] = 10_000
     batch_size: Annotated[int, Meta(ge=1, le=100_000)] = 256
     flush_interval_ms: Annotated[float, Meta(gt=0)] = 200.0
     on_overflow: Literal["drop", "block"] = "drop"
+    # block: longest wait for room in the queue; then the record is dropped and counted.
+    block_timeout_s: Annotated[float, Meta(gt=0, le=300)] = 5.0
     purge_interval_s: Annotated[float, Meta(gt=0)] = 3600.0
     # jsonl: rotate the live file past this size, keep this many rotated files
     max_file_bytes: Annotated[int, Meta(ge=4096)] = 64 << 20
@@ -68,16 +72,25 @@ def make_sink(options: AuditOptions, path: str) -> AuditSink:
     return SQLiteSink(path)
 
 
+TRUNCATED = " [truncated]"
+
+
 class _Collect:
-    """Pass-through stream filter that keeps what the client received."""
+    """Pass-through stream filter that keeps what the client received, up to `left`
+    characters (then a `TRUNCATED` mark)."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("parts", "left")
 
-    def __init__(self, parts: list[str]) -> None:
+    def __init__(self, parts: list[str], left: int) -> None:
         self.parts = parts
+        self.left = left
 
     def feed(self, text: str) -> str:
-        self.parts.append(text)
+        if self.left > 0:
+            self.parts.append(text[: self.left])
+            self.left -= len(text)
+            if self.left <= 0:
+                self.parts.append(TRUNCATED)
         return text
 
     def flush(self) -> str:
@@ -114,6 +127,7 @@ class AuditLogger(Policy):
                 batch_size=o.batch_size,
                 flush_interval=o.flush_interval_ms / 1000,
                 on_overflow=o.on_overflow,
+                block_timeout=o.block_timeout_s,
                 retention_days=o.retention_days,
                 purge_interval=o.purge_interval_s,
             ),
@@ -137,13 +151,15 @@ class AuditLogger(Policy):
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             message = choices[0].get("message")
             if isinstance(message, dict) and isinstance(message.get("content"), str):
-                self._content(ctx)["response"].append(message["content"])
+                _Collect(self._content(ctx)["response"], self.options.max_content_chars).feed(
+                    message["content"]
+                )
         return False
 
     def stream_filter(self, ctx: RequestContext, choice_index: int) -> StreamFilter | None:
         if choice_index != 0:
             return None
-        return _Collect(self._content(ctx)["response"])
+        return _Collect(self._content(ctx)["response"], self.options.max_content_chars)
 
     # -- the record --------------------------------------------------------------
 

@@ -52,6 +52,46 @@ class ChainedFilter:
             text += f.flush()
         return text
 
+    @property
+    def held(self) -> int:
+        return sum(int(getattr(f, "held", 0)) for f in self._filters)
+
+
+# One stream in this many has its filters' calls timed for the per-chunk histogram;
+# the others pay nothing per chunk. At most this many calls per policy per stream.
+CHUNK_TIMING_EVERY = 8
+CHUNK_TIMING_CAP = 256
+
+
+class TimedFilter:
+    """A policy's stream filter whose calls are timed into a sampled stream's list."""
+
+    __slots__ = ("_filter", "_seconds")
+
+    def __init__(self, f: StreamFilter, seconds: list[float]) -> None:
+        self._filter = f
+        self._seconds = seconds
+
+    @property
+    def held(self) -> int:
+        return int(getattr(self._filter, "held", 0))
+
+    def feed(self, text: str) -> str:
+        if len(self._seconds) >= CHUNK_TIMING_CAP:
+            return self._filter.feed(text)
+        start = perf_counter()
+        out = self._filter.feed(text)
+        self._seconds.append(perf_counter() - start)
+        return out
+
+    def flush(self) -> str:
+        if len(self._seconds) >= CHUNK_TIMING_CAP:
+            return self._filter.flush()
+        start = perf_counter()
+        out = self._filter.flush()
+        self._seconds.append(perf_counter() - start)
+        return out
+
 
 class CompiledChain:
     """The policies of one config (or consumer group) with their hooks bound."""
@@ -61,6 +101,7 @@ class CompiledChain:
         self._request = _bound(policies, "on_request")
         self._response = _bound(policies, "on_response")
         self._stream = [(n, fn) for n, fn, _ in _bound(policies, "stream_filter")]
+        self._streams_seen = 0
         self._tool_args = [(n, fn) for n, fn, _ in _bound(policies, "tool_args_filter")]
         self._complete = _bound(policies, "on_complete")
         self.has_request_hooks = bool(self._request)
@@ -101,12 +142,23 @@ class CompiledChain:
             changed = bool(result) or changed
         return changed
 
+    def time_stream(self, ctx: RequestContext) -> None:
+        """Called once per stream: every `CHUNK_TIMING_EVERY`th one (the first included)
+        gets its filter calls timed into `ctx.chunk_seconds`."""
+        count = self._streams_seen
+        self._streams_seen = count + 1
+        timed = count % CHUNK_TIMING_EVERY == 0 and bool(self._stream or self._tool_args)
+        ctx.chunk_seconds = {} if timed else None
+
     def stream_filter(self, ctx: RequestContext, choice_index: int) -> StreamFilter | None:
         """The combined filter for one streamed choice, or None when no policy wants it."""
         filters: list[StreamFilter] = []
-        for _name, factory in self._stream:
+        timed = ctx.chunk_seconds
+        for name, factory in self._stream:
             f = factory(ctx, choice_index)
             if f is not None:
+                if timed is not None:
+                    f = TimedFilter(f, timed.setdefault(name, []))
                 filters.append(f)
         if not filters:
             return None
@@ -117,9 +169,12 @@ class CompiledChain:
     ) -> StreamFilter | None:
         """The combined filter for one streamed tool call's arguments, or None."""
         filters: list[StreamFilter] = []
-        for _name, factory in self._tool_args:
+        timed = ctx.chunk_seconds
+        for name, factory in self._tool_args:
             f = factory(ctx, choice_index, call_index)
             if f is not None:
+                if timed is not None:
+                    f = TimedFilter(f, timed.setdefault(name, []))
                 filters.append(f)
         if not filters:
             return None

@@ -12,13 +12,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
+import orjson
+
 from ktproxy.config import Target, Timeouts, normalise_base_url
 from ktproxy.errors import GatewayError, upstream_timeout, upstream_unreachable
 from ktproxy.providers.base import Provider, UpstreamResponse
 from ktproxy.providers.httpclient import Response, UpstreamHTTPError, UpstreamTimeout
-from ktproxy.providers.pool import OriginPool
+from ktproxy.providers.pool import OriginPool, TLSSettings
+from ktproxy.wire.sse import DONE, MAX_EVENT_BYTES, event_data
 
 MAX_ERROR_BODY = 1 << 20
+
+
+def tls_settings(target: Target) -> TLSSettings | None:
+    """The pool's view of a target's `tls:` block (None: the system CA store)."""
+    if target.tls is None:
+        return None
+    return TLSSettings(ca_file=target.tls.ca_file, verify=target.tls.verify)
 
 
 def transport_error(exc: UpstreamHTTPError, target: Target, timeouts: Timeouts) -> GatewayError:
@@ -32,6 +42,106 @@ def transport_error(exc: UpstreamHTTPError, target: Target, timeouts: Timeouts) 
         }[exc.phase]
         return upstream_timeout(target.id, exc.phase, seconds)
     return upstream_unreachable(target.id, exc.reason)
+
+
+def _event_end(data: bytes) -> int:
+    """Index just past the last blank line (an SSE event's end) in `data`, else 0.
+
+    A line ends with LF, CRLF or CR, so a blank line shows as LF LF, CR CR or LF CR
+    (which also covers CRLF CRLF; its final LF is taken along)."""
+    best = 0
+    for pattern in (b"\n\n", b"\r\r", b"\n\r"):
+        i = data.rfind(pattern)
+        if i >= 0:
+            end = i + 2
+            if pattern != b"\n\n" and data[end : end + 1] == b"\n":
+                end += 1
+            best = max(best, end)
+    return best
+
+
+class EventFramer:
+    """Relays an OpenAI SSE stream in whole events, and tells how it ended.
+
+    The bytes go on unchanged, but an event split across reads is held until its end
+    arrives, so that a stream failing mid-way never leaves the client half an event
+    before the gateway's error event. An event growing past `MAX_EVENT_BYTES` fails
+    the stream (the hold is bounded); at EOF a stream that neither ended with
+    `data: [DONE]` nor with an upstream error event was truncated.
+    """
+
+    __slots__ = ("_target", "_held", "_size", "_last")
+
+    def __init__(self, target: str) -> None:
+        self._target = target
+        self._held: list[bytes] = []  # an unfinished event's pieces
+        self._size = 0
+        self._last = b""  # the last whole events passed on
+
+    def feed(self, data: bytes) -> bytes:
+        """The whole events that `data` completes (b"" while an event is unfinished)."""
+        held = self._held
+        if not held and (data[-2:] == b"\n\n" or data[-4:] == b"\r\n\r\n"):
+            self._last = data  # the usual read: whole events
+            return data
+        # A blank line may straddle the previous read and this one.
+        prefix = held[-1][-2:] if held else b""
+        end = _event_end(prefix + data)
+        if not end:
+            held.append(data)
+            self._size += len(data)
+            if self._size > MAX_EVENT_BYTES:
+                self._held, self._size = [], 0
+                raise event_too_large()
+            return b""
+        end = max(end - len(prefix), 0)
+        out = b"".join([*held, data[:end]]) if held else data[:end]
+        rest = data[end:]
+        self._held = [rest] if rest else []
+        self._size = len(rest)
+        if self._size > MAX_EVENT_BYTES:
+            self._held, self._size = [], 0
+            raise event_too_large()
+        if out:
+            self._last = out
+        return out
+
+    def finish(self) -> None:
+        """At upstream EOF: raises `GatewayError` for a stream that was cut short."""
+        # (Held line ends alone are the tail of the last blank line, split off.)
+        if not any(part.strip(b"\r\n") for part in self._held) and self._ended():
+            return
+        self._held, self._size = [], 0
+        raise GatewayError(
+            502,
+            f"Upstream `{self._target}` ended the stream without [DONE]; "
+            "the response is incomplete.",
+            type="upstream_error",
+            code="upstream_stream_truncated",
+        )
+
+    def _ended(self) -> bool:
+        body = self._last.rstrip(b"\r\n")
+        if body.endswith(DONE):
+            return True
+        # An upstream that reports an error mid-stream ends with `data: {"error": ...}`.
+        event = body[_event_end(body) :]
+        data = event_data(event.replace(b"\r\n", b"\n") + b"\n\n")
+        try:
+            obj = orjson.loads(data) if data else None
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(obj, dict) and "error" in obj
+
+
+def event_too_large() -> GatewayError:
+    """502 for an SSE event over `MAX_EVENT_BYTES` (the gateway holds no more)."""
+    return GatewayError(
+        502,
+        f"Upstream sent a stream event of more than {MAX_EVENT_BYTES} bytes.",
+        type="upstream_error",
+        code="upstream_bad_response",
+    )
 
 
 class NetworkedProvider(Provider):

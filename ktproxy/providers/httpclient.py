@@ -11,13 +11,17 @@ What it does:
 - writes the request in one `transport.write`;
 - parses the status line and headers (HTTP/1.0 and 1.1, 1xx interim responses skipped),
   then a body framed by Content-Length, chunked transfer coding, or connection close;
-- decodes `gzip`/`deflate` content codings (it offers them, like aiohttp did);
+- decodes `gzip`/`deflate` content codings (it offers them, like aiohttp did) at most
+  `DECODE_STEP` bytes at a time: a small packet that inflates enormously (a "zip bomb")
+  is decoded as the consumer reads, never all at once; a whole body read with `read()`
+  is refused beyond `MAX_BODY`;
 - stops reading from the socket while the consumer has more than `HIGH_WATER` bytes
   unread (a slow client cannot make the gateway buffer an upstream's whole stream);
 - times out in four phases, each a `UpstreamTimeout` naming it: connect (in the pool),
-  first_byte (request written → headers complete), idle (silence between body bytes
-  while the gateway is reading), total (the whole exchange). One timer per connection
-  re-arms itself instead of being rescheduled for every packet;
+  first_byte (a deadline from the request written to the headers complete, not pushed
+  back by a head that dribbles in), idle (silence between body bytes while the gateway
+  is reading), total (the whole exchange). One timer per connection re-arms itself
+  instead of being rescheduled for every packet;
 - hands the connection back to its pool the moment a message ends with keep-alive, so
   the consumer's pace never holds a pooled connection.
 
@@ -41,12 +45,18 @@ MAX_TRAILERS = 16 * 1024
 # Unread body bytes above which the socket stops being read until the consumer catches up.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+# Decoded bytes one decompression step may produce; more waits for the consumer.
+DECODE_STEP = HIGH_WATER
+# A whole body read with `Response.read()` (a non-streamed completion), decoded.
+MAX_BODY = 64 * 1024 * 1024
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _TOKEN_BAD = frozenset(b' \t"(),/:;<=>?@[\\]{}')
 
-# Parser states.
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE = range(8)
+# Parser states. _DRAIN: the message is whole on the wire, decoded bytes still pending.
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _DONE, _DRAIN = (
+    range(9)
+)
 
 
 class UpstreamHTTPError(Exception):
@@ -134,17 +144,32 @@ def parse_head(head: bytes) -> tuple[int, bool, dict[str, str]]:
 
 
 class Decoder:
-    """Streaming gzip/deflate content decoding."""
+    """Streaming gzip/deflate content decoding, at most `step` decoded bytes per call.
 
-    def __init__(self, coding: str) -> None:
+    Input that would decode to more is kept (`pending`); `feed(b"")` continues with it.
+    """
+
+    def __init__(self, coding: str, step: int = DECODE_STEP) -> None:
         # gzip: 47 = 32 (detect a gzip or zlib header) + 15 (window). deflate: decided by
         # its first two bytes, which may arrive apart (see `feed`).
         self._z = None if coding == "deflate" else zlib.decompressobj(47)
         self._head = b""
         self._started = False
+        self._step = step
+        self._unconsumed = b""  # input not decoded yet (the step was reached)
+        self._full = False  # the last call stopped at the step: zlib may hold more
+
+    @property
+    def pending(self) -> bool:
+        """Decoded bytes may be waiting: call `feed(b"")` before feeding more input."""
+        return self._full or bool(self._unconsumed)
 
     def feed(self, data: bytes) -> bytes:
-        self._started = True
+        if data:
+            self._started = True
+        if self._unconsumed:
+            data = self._unconsumed + data
+            self._unconsumed = b""
         if self._z is None:
             # `deflate` means zlib-wrapped, but some servers send raw deflate; a zlib
             # header (RFC 1950: method 8, check bits) tells them apart. Deciding on a
@@ -158,9 +183,12 @@ class Decoder:
             wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
             self._z = zlib.decompressobj(15 if wrapped else -15)
         try:
-            return self._z.decompress(data)
+            out = self._z.decompress(data, self._step)
         except zlib.error:
             raise MalformedResponse("upstream sent a corrupt compressed body") from None
+        self._unconsumed = self._z.unconsumed_tail
+        self._full = len(out) >= self._step
+        return out
 
     def finish(self) -> bytes:
         if self._started and (self._z is None or not self._z.eof):
@@ -192,6 +220,7 @@ class Connection(asyncio.Protocol):
         # Timeouts: one self-re-arming read timer, one total timer.
         self._read_timeout = 0.0
         self._read_phase: Phase = "first_byte"
+        self._sent_at = 0.0  # first_byte is a deadline from here, whatever dribbles in
         self._last_data = 0.0
         self._read_timer: asyncio.TimerHandle | None = None
         self._total_timer: asyncio.TimerHandle | None = None
@@ -204,7 +233,7 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._state == _DONE:
+        if self._state == _DONE or self._state == _DRAIN:
             # Bytes nobody asked for (or after a complete message): the framing is off.
             self.abort()
             return
@@ -221,6 +250,8 @@ class Connection(asyncio.Protocol):
         self.closed = True
         if self._state == _UNTIL_CLOSE and exc is None:  # a reset cuts the body short
             self._message_done()
+        elif self._state == _DRAIN:
+            pass  # the message was whole; its decoded rest is still delivered
         elif self._state != _DONE:
             head = self._state == _HEAD
             if head and self.response is None and not self._tail:
@@ -251,7 +282,7 @@ class Connection(asyncio.Protocol):
         waiter: asyncio.Future[Response] = self._loop.create_future()
         self._headers_waiter = waiter
         now = self._loop.time()
-        self._last_data = now
+        self._last_data = self._sent_at = now
         self._read_phase = "first_byte"
         self._read_timeout = first_byte
         self._read_timer = self._loop.call_at(now + first_byte, self._on_read_timer)
@@ -281,6 +312,21 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        decoder = self._decoder
+        if decoder is not None and decoder.pending and self.response is not None:
+            # Decode the next step first; the socket stays paused while more is pending.
+            try:
+                decoded = decoder.feed(b"")
+            except UpstreamHTTPError as exc:
+                self._fail(exc)
+                return
+            if decoded:
+                self.response._feed([decoded])
+            if decoder.pending:
+                return
+            if self._state == _DRAIN:
+                self._message_done()
+                return
         if self._paused and self.transport is not None:
             self._paused = False
             self._last_data = self._loop.time()
@@ -293,7 +339,9 @@ class Connection(asyncio.Protocol):
         self._read_timer = None
         if self._state == _DONE:
             return
-        due = self._last_data + self._read_timeout
+        # A head arriving a byte at a time does not push the first_byte deadline back.
+        since = self._sent_at if self._state == _HEAD else self._last_data
+        due = since + self._read_timeout
         now = self._loop.time()
         if self._paused:
             # The consumer is behind; the upstream's silence is not the upstream's fault.
@@ -332,6 +380,14 @@ class Connection(asyncio.Protocol):
 
     def _message_done(self) -> None:
         decoder, response = self._decoder, self.response
+        if decoder is not None and response is not None and decoder.pending:
+            # Whole on the wire, but decoding waits for the consumer (resume_reading).
+            self._state = _DRAIN
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+            self.pause_reading()
+            return
         if decoder is not None and response is not None:
             try:
                 tail = decoder.finish()
@@ -522,6 +578,8 @@ class Connection(asyncio.Protocol):
         decoder = self._decoder
         if decoder is not None:
             decoded = decoder.feed(b"".join(parts))
+            if decoder.pending:
+                self.pause_reading()  # the rest is decoded as the consumer reads
             if not decoded:
                 return
             parts = [decoded]
@@ -600,7 +658,9 @@ class Response:
                 self._waiter = None
 
     async def read(self, limit: int | None = None) -> bytes:
-        """The whole body, or its first `limit` bytes (the rest is then not read)."""
+        """The whole body, or its first `limit` bytes (the rest is then not read).
+
+        A whole body over `MAX_BODY` (decoded) raises `MalformedResponse`."""
         parts: list[bytes] = []
         size = 0
         while limit is None or size < limit:
@@ -609,6 +669,11 @@ class Response:
                 break
             parts.append(data)
             size += len(data)
+            if limit is None and size > MAX_BODY:
+                self.close()
+                raise MalformedResponse(
+                    f"upstream response body is too large (over {MAX_BODY >> 20} MiB)"
+                )
         body = b"".join(parts)
         return body if limit is None else body[:limit]
 

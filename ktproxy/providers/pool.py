@@ -38,6 +38,15 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def tls_reason(exc: ssl.SSLError) -> str:
+    """A short, client-safe account of a TLS failure ("certificate verify failed:
+    certificate has expired", "WRONG_VERSION_NUMBER")."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or "unknown reason"
+        return f"certificate verify failed: {detail}"
+    return str(exc.reason or type(exc).__name__)
+
+
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     """One origin's connections at a glance (for `/metrics`)."""
@@ -185,7 +194,7 @@ class OriginPool:
             raise UpstreamTimeout("connect") from None
         except ssl.SSLError as exc:
             self._forget_attempt(conn)
-            raise ConnectFailed(f"TLS handshake failed ({exc.reason or 'error'})") from None
+            raise ConnectFailed(f"TLS handshake failed ({tls_reason(exc)})") from None
         except OSError as exc:
             self._forget_attempt(conn)
             raise ConnectFailed(f"cannot connect ({exc.strerror or type(exc).__name__})") from None
@@ -256,27 +265,74 @@ class OriginPool:
                 waiter.set_result(None)
 
 
+@dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """How an https origin's certificate is checked: `ca_file` (PEM) trusted instead of
+    the system store, `verify=False` for no check at all."""
+
+    ca_file: str | None = None
+    verify: bool = True
+
+
+SYSTEM_TLS = TLSSettings()
+
+
+def tls_context(settings: TLSSettings) -> ssl.SSLContext:
+    """A client SSLContext for `settings` (raises `OSError`/`ssl.SSLError` for a bad CA
+    file, which lint reports before start)."""
+    context = ssl.create_default_context(cafile=settings.ca_file)
+    if not settings.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 class UpstreamPool:
-    """Origin pools keyed by origin, created on demand inside the running loop."""
+    """Origin pools keyed by origin and TLS settings, created on demand inside the
+    running loop (targets sharing an origin but trusting different CAs never share a
+    connection)."""
 
     def __init__(self, *, keepalive_timeout: float = 15.0) -> None:
-        self._pools: dict[str, OriginPool] = {}
+        self._pools: dict[tuple[str, TLSSettings], OriginPool] = {}
         self._keepalive_timeout = keepalive_timeout
-        self._tls: ssl.SSLContext | None = None
+        self._contexts: dict[TLSSettings, ssl.SSLContext] = {}
 
-    def pool_for(self, url: str, max_connections: int) -> OriginPool:
-        """The pool for `url`'s origin; the first caller's limit sizes it."""
+    def pool_for(
+        self, url: str, max_connections: int, tls: TLSSettings | None = None
+    ) -> OriginPool:
+        """The pool for `url`'s origin and `tls`; the first caller's limit sizes it."""
         origin = origin_of(url)
-        pool = self._pools.get(origin)
+        settings = SYSTEM_TLS if tls is None else tls
+        key = (origin, settings)
+        pool = self._pools.get(key)
         if pool is None:
-            if origin.startswith("https:") and self._tls is None:
-                self._tls = ssl.create_default_context()
-            pool = OriginPool(origin, max_connections, self._keepalive_timeout, self._tls)
-            self._pools[origin] = pool
+            context = None
+            if origin.startswith("https:"):
+                context = self._contexts.get(settings)
+                if context is None:
+                    context = self._contexts[settings] = tls_context(settings)
+            pool = OriginPool(origin, max_connections, self._keepalive_timeout, context)
+            self._pools[key] = pool
         return pool
 
     def stats(self) -> list[PoolStats]:
-        return [pool.stats() for pool in self._pools.values()]
+        """Per origin (pools of one origin with different TLS settings summed)."""
+        merged: dict[str, PoolStats] = {}
+        for pool in self._pools.values():
+            s = pool.stats()
+            m = merged.get(s.origin)
+            merged[s.origin] = (
+                s
+                if m is None
+                else PoolStats(
+                    s.origin, m.in_use + s.in_use, m.idle + s.idle, m.waiting + s.waiting
+                )
+            )
+        return list(merged.values())
+
+    def pool_count(self) -> int:
+        """How many origin pools exist (one per origin and TLS settings)."""
+        return len(self._pools)
 
     def connections_in_use(self) -> int:
         """Upstream connections currently checked out (or connecting), over all origins."""

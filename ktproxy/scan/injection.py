@@ -22,8 +22,9 @@ import binascii
 import codecs
 import re
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
 import ahocorasick
 
@@ -117,6 +118,7 @@ _MORSE = {
 MAX_PAYLOADS = 8  # encoded runs examined per text
 MAX_DECODED = 16 * 1024  # characters of decoded text examined per text
 MAX_DEPTH = 2  # decode inside decoded text at most this deep
+MAX_ATTEMPTS = 256  # runs of each encoding looked at per text (decoded or not)
 CODE_SWITCH_WEIGHT = 0.5
 
 
@@ -247,7 +249,7 @@ class InjectionDetector:
 
     def findings(self, text: str) -> list[Finding]:
         """Every signal in `text`, its decoded payloads included (bounded)."""
-        budget = [MAX_PAYLOADS, MAX_DECODED]
+        budget = [MAX_PAYLOADS, MAX_DECODED]  # payloads, decoded characters rescanned
         out = self._scan(text, "text", None, 0, budget)
         # The code-switch signal is the costliest to look for and weighs half: it is
         # only looked for when it can decide the verdict.
@@ -263,15 +265,16 @@ class InjectionDetector:
         self, text: str, source: str, span: tuple[int, int] | None, depth: int, budget: list[int]
     ) -> list[Finding]:
         out = self._phrase_findings(text, source, span) + self._pattern_findings(text, source, span)
-        if not self.decode or depth >= MAX_DEPTH:
+        if not self.decode or depth >= MAX_DEPTH or budget[0] <= 0 or budget[1] <= 0:
             return out
         for kind, start, end, decoded in _payloads(text):
-            if budget[0] <= 0 or budget[1] <= 0:
-                break
+            decoded = decoded[: min(MAX_DECODED, budget[1])]
             budget[0] -= 1
             budget[1] -= len(decoded)
             where = span or (start, end)
-            out += self._scan(decoded[:MAX_DECODED], kind, where, depth + 1, budget)
+            out += self._scan(decoded, kind, where, depth + 1, budget)
+            if budget[0] <= 0 or budget[1] <= 0:
+                break
         if depth == 0:
             # Stretches that are not plain English: maybe rot13, maybe written backwards.
             for start, end in _foreign_segments(text[:MAX_DECODED]):
@@ -415,46 +418,50 @@ def _printable(text: str) -> bool:
     return good / len(text) >= 0.9 and sum(c.isalpha() for c in text) >= len(text) * 0.4
 
 
-def _payloads(text: str) -> list[tuple[str, int, int, str]]:
-    """(kind, start, end, decoded text) of base64 and hex runs that decode to text."""
-    out: list[tuple[str, int, int, str]] = []
+def _payloads(text: str) -> Iterator[tuple[str, int, int, str]]:
+    """(kind, start, end, decoded text) of encoded runs that decode to text, lazily (the
+    caller stops once its budget is spent). At most `MAX_ATTEMPTS` runs of each encoding
+    are looked at, so a text full of runs costs a bounded number of decodes, and runs of
+    one encoding cannot use up the tries of another."""
     tags = [] if text.isascii() else [m.start() for m in _TAGS.finditer(text)]
     if tags:  # Unicode tag characters: invisible ASCII smuggled in plain sight
         hidden = "".join(chr(ord(text[i]) - 0xE0000) for i in tags)
-        out.append(("tags", tags[0], tags[-1] + 1, hidden))
+        yield ("tags", tags[0], tags[-1] + 1, hidden)
     if "%" in text:
-        for m in _URL_RUN.finditer(text):
-            out.append(("url", m.start(), m.end(), urllib.parse.unquote(m.group(0))))
+        for m in islice(_URL_RUN.finditer(text), MAX_ATTEMPTS):
+            yield ("url", m.start(), m.end(), urllib.parse.unquote(m.group(0)))
     if "\\u" in text or "\\x" in text:
-        for m in _ESCAPE_RUN.finditer(text):
+        for m in islice(_ESCAPE_RUN.finditer(text), MAX_ATTEMPTS):
             try:
                 decoded = m.group(0).encode("ascii").decode("unicode_escape")
             except (UnicodeDecodeError, UnicodeEncodeError):
                 continue
-            out.append(("escapes", m.start(), m.end(), decoded))
-    for m in _BINARY_RUN.finditer(text) if "0" in text and "1" in text else ():
+            yield ("escapes", m.start(), m.end(), decoded)
+    for m in (
+        islice(_BINARY_RUN.finditer(text), MAX_ATTEMPTS) if "0" in text and "1" in text else ()
+    ):
         bits = m.group(0).split()
         try:
             decoded = bytes(int(b, 2) for b in bits).decode("utf-8")
         except ValueError:
             continue
         if _printable(decoded):
-            out.append(("binary", m.start(), m.end(), decoded))
+            yield ("binary", m.start(), m.end(), decoded)
     if "-" in text or "." in text:
-        for m in _MORSE_RUN.finditer(text):
+        for m in islice(_MORSE_RUN.finditer(text), MAX_ATTEMPTS):
             morse = _morse(m.group(0))
             if morse is not None:
-                out.append(("morse", m.start(), m.end(), morse))
+                yield ("morse", m.start(), m.end(), morse)
     if "<~" in text:
-        for m in _ASCII85_RUN.finditer(text):
+        for m in islice(_ASCII85_RUN.finditer(text), MAX_ATTEMPTS):
             try:
                 body = "".join(m.group(1).split())
                 decoded = base64.a85decode(body.encode("ascii")).decode("utf-8")
             except (ValueError, UnicodeDecodeError):
                 continue
             if _printable(decoded):
-                out.append(("ascii85", m.start(), m.end(), decoded))
-    for m in _BASE85_RUN.finditer(text) if len(text) >= 40 else ():
+                yield ("ascii85", m.start(), m.end(), decoded)
+    for m in islice(_BASE85_RUN.finditer(text), MAX_ATTEMPTS) if len(text) >= 40 else ():
         run = m.group(0)
         if run.isalnum() or not any(c in run for c in "!#$%&()*+;<=>?@^_`{|}~"):
             continue  # base64 and hex runs are the other decoders' business
@@ -463,13 +470,13 @@ def _payloads(text: str) -> list[tuple[str, int, int, str]]:
         except (ValueError, UnicodeDecodeError):
             continue
         if _printable(decoded):
-            out.append(("base85", m.start(), m.end(), decoded))
+            yield ("base85", m.start(), m.end(), decoded)
     words = text.split()
     long_word = any(len(w) >= 16 for w in words)
     spaced_hex = sum(len(w) == 2 and w[0] in _HEXDIGITS and w[1] in _HEXDIGITS for w in words)
     if not long_word and spaced_hex < 10:
-        return out  # neither kind of payload can be in this text
-    for m in _BASE64_RUN.finditer(text) if long_word else ():
+        return  # neither kind of payload can be in this text
+    for m in islice(_BASE64_RUN.finditer(text), MAX_ATTEMPTS) if long_word else ():
         run = m.group(0)
         if run.isdigit() or run.isalpha() and run.islower():
             continue  # plain words and numbers are not payloads
@@ -480,7 +487,7 @@ def _payloads(text: str) -> list[tuple[str, int, int, str]]:
             except (binascii.Error, ValueError):
                 decoded = ""
             if _printable(decoded):
-                out.append(("base32", m.start(), m.end(), decoded))
+                yield ("base32", m.start(), m.end(), decoded)
                 continue
         raw = run.rstrip("=").replace("-", "+").replace("_", "/")
         raw += "=" * (-len(raw) % 4)
@@ -489,13 +496,12 @@ def _payloads(text: str) -> list[tuple[str, int, int, str]]:
         except (binascii.Error, ValueError):
             continue
         if _printable(decoded):
-            out.append(("base64", m.start(), m.end(), decoded))
-    for m in _HEX_RUN.finditer(text):
+            yield ("base64", m.start(), m.end(), decoded)
+    for m in islice(_HEX_RUN.finditer(text), MAX_ATTEMPTS):
         digits = re.sub(r"[ :]", "", m.group(0))
         try:
             decoded = bytes.fromhex(digits).decode("utf-8")
         except ValueError:
             continue
         if _printable(decoded):
-            out.append(("hex", m.start(), m.end(), decoded))
-    return out
+            yield ("hex", m.start(), m.end(), decoded)

@@ -129,7 +129,10 @@ def _system(system: Any) -> list[dict[str, Any]]:
 def _text_part(block: Any, where: str) -> dict[str, Any]:
     if not isinstance(block, dict) or block.get("type") != "text":
         raise bad_request("Only text blocks are allowed here.", param=where)
-    return _with_cache_control({"type": "text", "text": block.get("text", "")}, block)
+    text = block.get("text", "")
+    if not isinstance(text, str):
+        raise bad_request("A text block's `text` must be a string.", param=f"{where}.text")
+    return _with_cache_control({"type": "text", "text": text}, block)
 
 
 def _with_cache_control(part: dict[str, Any], block: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,20 +13,69 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
+# Bounds the gateway enforces itself, whatever the provider: far above any model's
+# real limits (a provider judges those), low enough that a typo or a fuzzer's
+# 10**12 is refused here rather than forwarded.
+MAX_CHOICES = 128
+MAX_TOKENS_BOUND = 10_000_000
+
+Choices = Annotated[int, Meta(ge=1, le=MAX_CHOICES)]
+TokenCount = Annotated[int, Meta(ge=1, lt=MAX_TOKENS_BOUND)]
+
+
+class ContentPart(Struct):
+    """One part of a message's content list (`text`, `image_url`, `input_audio`, ...)."""
+
+    type: Annotated[str, Meta(min_length=1)]
+    text: str | None = None
+
 
 class Message(Struct):
     """One chat message; the gateway needs its role, policies its content."""
 
     role: Annotated[str, Meta(min_length=1)]
-    content: Any = None
+    content: str | list[ContentPart] | None = None
+
+
+class StreamOptions(Struct):
+    """`stream_options`: the gateway reads (and may set) `include_usage`."""
+
+    include_usage: bool | None = None
+
+
+class FunctionDef(Struct):
+    """`tools[i].function`: the name the adapters translate."""
+
+    name: Annotated[str, Meta(min_length=1)]
+
+
+class Tool(Struct):
+    """`tools[i]`: a function tool, or another kind the provider judges."""
+
+    type: Annotated[str, Meta(min_length=1)] = "function"
+    function: FunctionDef | None = None
 
 
 class ChatRequestHead(Struct):
-    """The fields of a chat completion request the gateway itself relies on."""
+    """The fields of a chat completion request the gateway, its policies or its
+    provider adapters read. Each is type-checked here, so a wrong type is a 400 naming
+    the field (`param`) before anything is forwarded; every other field is not looked
+    at and reaches the provider as sent."""
 
     model: Annotated[str, Meta(min_length=1)]
     messages: Annotated[list[Message], Meta(min_length=1)]
     stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: Choices | None = None
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
 
 
 class FunctionDeltaView(Struct):

@@ -3,10 +3,15 @@
 Upstream bytes arrive at arbitrary boundaries — an event may be split across reads
 and one read may carry several events. `SSEParser` returns whole events with their
 original bytes (terminator included) so that an event no policy changes is written
-on exactly as it came.
+on exactly as it came. An unfinished event is held up to `MAX_EVENT_BYTES`; an
+upstream that goes past that without ending it fails the stream (502).
 """
 
 from __future__ import annotations
+
+from ktproxy.errors import GatewayError
+
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # one SSE event (real ones are a few hundred bytes)
 
 
 class SSEParser:
@@ -50,6 +55,14 @@ class SSEParser:
             events.append(buf[start : end + 2])
             start = end + 2
         self._buf = buf[start:] if start < len(buf) else b""
+        if len(self._buf) > MAX_EVENT_BYTES:
+            self._buf = b""
+            raise GatewayError(
+                502,
+                f"Upstream sent a stream event of more than {MAX_EVENT_BYTES} bytes.",
+                type="upstream_error",
+                code="upstream_bad_response",
+            )
         return events
 
     def remainder(self) -> bytes:

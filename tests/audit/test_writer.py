@@ -97,6 +97,24 @@ async def test_block_mode_waits_for_room_and_loses_nothing() -> None:
     assert writer.stats.dropped == 0
 
 
+async def test_block_mode_waits_a_bounded_time_then_drops_and_counts() -> None:
+    sink = SlowSink()
+    sink.gate.clear()  # the sink is stuck: no room will ever come
+    writer = AuditWriter(
+        sink, "gw", queue_size=2, batch_size=1, on_overflow="block", block_timeout=0.05
+    )
+    await writer.start()
+    # The writer holds one record in its stuck batch, the queue two more; the rest each
+    # wait `block_timeout` for room, then are dropped and counted (never waited forever).
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(writer.put(make_record(i)) for i in range(1, 11)))
+    assert writer.stats.dropped >= 7
+    assert writer.stats.submitted + writer.stats.dropped == 10
+    sink.gate.set()
+    await writer.close()
+    assert len(sink.rows) == writer.stats.submitted
+
+
 async def test_a_failing_sink_is_retried() -> None:
     sink = SlowSink(failures=3)
     writer = AuditWriter(sink, "gw", batch_size=100)

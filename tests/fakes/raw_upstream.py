@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -103,8 +104,9 @@ async def read_request(reader: asyncio.StreamReader) -> bytes | None:
 class RawUpstream:
     """A TCP server on a free loopback port answering with scripted bytes."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.host = host
+        self.tls = tls  # serve https with this server context
         self.port = 0
         self.accepts = 0
         self.requests: list[bytes] = []
@@ -116,14 +118,15 @@ class RawUpstream:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     def enqueue(self, *replies: Reply) -> None:
         """Script the next answers, in order, whichever connection asks."""
         self._script.extend(replies)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._serve, self.host, 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:

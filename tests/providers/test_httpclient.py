@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 import pytest
 
 from ktproxy.providers.httpclient import (
+    DECODE_STEP,
     HIGH_WATER,
+    MAX_BODY,
     MAX_HEAD,
     MAX_LINE,
     MAX_TRAILERS,
@@ -565,6 +567,27 @@ async def test_first_byte_timeout(raw: RawUpstream, connect: Connect, sent: byte
     await conn.until_lost()
 
 
+async def test_first_byte_is_a_deadline_not_reset_by_a_dribbled_head(
+    raw: RawUpstream, connect: Connect
+) -> None:
+    """A head arriving a byte at a time, each well within first_byte of the one before,
+    still times out first_byte after the request (before, each byte re-armed it)."""
+    conn = await connect()
+    data = head("Content-Length: 2", "X-Padding: " + "p" * 200) + b"ok"
+
+    async def dribble(peer: Peer) -> None:
+        for i in range(len(data)):
+            await peer.send(data[i : i + 1])
+            await asyncio.sleep(SHORT / 5)
+        await hold(peer)
+
+    raw.enqueue(dribble)
+    exc = await failure(conn, first_byte=SHORT * 4)
+    assert isinstance(exc, UpstreamTimeout) and exc.phase == "first_byte"
+    assert raw.peers[0].sent < len(data)  # long before the head was whole
+    await conn.until_lost()
+
+
 @pytest.mark.parametrize(
     "data",
     [head("Content-Length: 10") + b"hello", head(TE) + b"5\r\nhello\r\n"],
@@ -656,6 +679,43 @@ async def test_unread_body_stops_the_socket_being_read(raw: RawUpstream, connect
     body = await resp.read()
     assert len(body) == len(block) * blocks and body[-len(block) :] == block
     assert conn.returned == 1 and not conn._paused
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_a_gzip_bomb_is_decoded_as_the_consumer_reads(
+    raw: RawUpstream, connect: Connect, framing: str
+) -> None:
+    """~40 KiB on the wire inflating to 40 MiB: at most one decoding step is buffered at
+    a time, the socket is paused meanwhile, and the whole body still arrives."""
+    conn = await connect()
+    size = 40 << 20
+    bomb = gzip.compress(b"z" * size, compresslevel=9)
+    if framing == "length":
+        data = head("Content-Encoding: gzip", f"Content-Length: {len(bomb)}") + bomb
+    else:
+        data = head("Content-Encoding: gzip", TE) + chunked(bomb, size=len(bomb))
+    raw.enqueue(data)
+    resp = await fetch(conn)
+    await eventually(lambda: resp._buffered > 0)
+    assert resp._buffered <= DECODE_STEP  # not the 40 MiB at once
+    total = 0
+    while chunk := await resp.readany():
+        assert len(chunk) <= DECODE_STEP and chunk.count(b"z") == len(chunk)
+        total += len(chunk)
+    assert total == size
+    assert conn.returned == 1  # handed back once decoded whole
+
+
+async def test_a_whole_body_over_max_body_is_refused(raw: RawUpstream, connect: Connect) -> None:
+    conn = await connect()
+    bomb = gzip.compress(b"z" * (MAX_BODY + 1), compresslevel=9)
+    raw.enqueue(head("Content-Encoding: gzip", f"Content-Length: {len(bomb)}") + bomb)
+    resp = await fetch(conn)
+    with pytest.raises(MalformedResponse) as info:
+        await resp.read()
+    assert "too large" in info.value.reason
+    # Refused by the reader: the connection is reused only if the body was whole.
+    assert conn.returned == 1 or conn.closed
 
 
 # -- disconnects -----------------------------------------------------------------------

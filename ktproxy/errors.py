@@ -80,6 +80,17 @@ def payload_too_large(limit: int) -> GatewayError:
     )
 
 
+def request_timeout(what: str, seconds: float) -> GatewayError:
+    """HTTP 408: the client did not send `what` within `seconds`."""
+    return GatewayError(
+        408,
+        f"The client did not send the request {what} within {seconds:g} s.",
+        type="invalid_request_error",
+        code="request_timeout",
+        headers={"Connection": "close"},
+    )
+
+
 def upstream_unreachable(target: str, reason: str) -> GatewayError:
     """HTTP 502: the upstream could not be reached or broke the connection."""
     return GatewayError(

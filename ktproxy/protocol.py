@@ -31,18 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from ktproxy.errors import GatewayError
-
-
-def request_timeout(what: str, seconds: float) -> GatewayError:
-    """408: the client did not send `what` within `seconds`."""
-    return GatewayError(
-        408,
-        f"The client did not send the request {what} within {seconds:g} s.",
-        type="invalid_request_error",
-        code="request_timeout",
-        headers={"Connection": "close"},
-    )
+from ktproxy.errors import GatewayError, request_timeout
 
 
 def _raw_response(error: GatewayError) -> bytes:

@@ -8,6 +8,8 @@ them over real sockets, exactly as applications do.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
@@ -109,6 +111,18 @@ policies:
 UPSTREAM_KEY = "sk-gateway-upstream-key-0123456789"
 GATEWAY_ENV = {"UPSTREAM_KEY": UPSTREAM_KEY}
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_python(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python *args` in the project root, without stdin; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class BlackholePort:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -36,25 +34,14 @@ from benchmarks.bench_proxy import (
     stop_all,
 )
 from benchmarks.compare_litellm import start_passthrough
+from tests.harness import run_python
 
-ROOT = Path(__file__).resolve().parent.parent
 QUICK = ("--rounds", "1", "--warmup", "0", "--chunks", "3")
-
-
-def _python(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _report(*args: str) -> dict[str, Any]:
     """Run a tool with `--json`; its report, after checking it exited 0."""
-    done = _python("-m", *args, "--json")
+    done = run_python("-m", *args, "--json")
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
@@ -171,7 +158,7 @@ def test_bench_proxy_memory_streams_two_workers() -> None:
 
 
 def test_bench_proxy_reports_a_gateway_that_refuses_its_config() -> None:
-    done = _python(
+    done = run_python(
         "-m", "benchmarks.bench_proxy", "--requests", "5", "--chain", "no-such-policy", "--json"
     )
     assert done.returncode == 2
@@ -206,7 +193,7 @@ def test_bench_proxy_refuses_bad_arguments(
 
 def test_bench_scan_smallest_run() -> None:
     # No --json: the C/Python agreement check and the table are what a run shows.
-    done = _python("-m", "benchmarks.bench_scan", "--size", "20000", "--repeat", "1")
+    done = run_python("-m", "benchmarks.bench_scan", "--size", "20000", "--repeat", "1")
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert out.startswith("text: 20,")  # about --size characters
@@ -307,7 +294,7 @@ def test_passthrough_exits_2_when_its_port_is_taken() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         argv = ["--port", str(port), "--upstream", "http://127.0.0.1:9"]
-        done = _python("-m", "benchmarks.passthrough", *argv, timeout=30)
+        done = run_python("-m", "benchmarks.passthrough", *argv, timeout=30)
     assert done.returncode == 2
     assert done.stdout == ""  # never claimed to listen
     assert f"passthrough: error: cannot listen on 127.0.0.1:{port}:" in done.stderr

@@ -32,6 +32,7 @@ from ktproxy.scan.kinds import KIND_INDEX
 from ktproxy.scan.redactor import StreamRedactor
 from ktproxy.wire.sse import MAX_EVENT_BYTES, SSEParser
 from tests.conftest import GatewayFactory
+from tests.fakes.openai_bodies import chunk_event, completion
 from tests.harness import LoopThread, RunningGateway, openai_config, sdk_client
 
 DEADLINE = 20.0  # seconds any poll may wait (never asserted as a duration)
@@ -43,32 +44,6 @@ def wait_until(predicate: Callable[[], object], timeout: float = DEADLINE) -> No
         assert time.monotonic() < deadline, "condition not reached before the deadline"
         time.sleep(0.01)
 
-
-def _chunk(text: str, finish: str | None = None) -> bytes:
-    obj = {
-        "id": "chatcmpl-held",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "gpt-4o",
-        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
-    }
-    return b"data: " + json.dumps(obj).encode() + b"\n\n"
-
-
-_COMPLETION = {
-    "id": "chatcmpl-held",
-    "object": "chat.completion",
-    "created": 1,
-    "model": "gpt-4o",
-    "choices": [
-        {
-            "index": 0,
-            "message": {"role": "assistant", "content": "done"},
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-}
 
 PEM_HEAD = "-----BEGIN PRIVATE KEY-----\n"
 PEM_LINE = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n"
@@ -118,25 +93,25 @@ class HoldingUpstream:
         if not body.get("stream"):
             if mode == "hold":
                 await self._gate.wait()
-            return web.json_response(_COMPLETION)
+            return web.json_response(completion("done"))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         if mode == "endless":  # one event that never ends
-            await resp.write(_chunk("Hel") + b'data: {"choices": [{"delta": {"content": "')
+            await resp.write(chunk_event("Hel") + b'data: {"choices": [{"delta": {"content": "')
             for _ in range(10 * 1024):
                 await resp.write(b"x" * 1024)
             await resp.write_eof()
             return resp
         if mode == "pem":
-            await resp.write(_chunk("here: " + PEM_HEAD))
+            await resp.write(chunk_event("here: " + PEM_HEAD))
             for _ in range(self.pem_lines):
-                await resp.write(_chunk(PEM_LINE))
+                await resp.write(chunk_event(PEM_LINE))
         else:
-            await resp.write(_chunk("Hel"))
+            await resp.write(chunk_event("Hel"))
             if mode == "hold":
                 await self._gate.wait()
-            await resp.write(_chunk("lo"))
-        await resp.write(_chunk("", "stop"))
+            await resp.write(chunk_event("lo"))
+        await resp.write(chunk_event("", "stop"))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

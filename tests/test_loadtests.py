@@ -10,10 +10,7 @@ echo upstream's echo and PII tripwire.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import orjson
@@ -25,30 +22,19 @@ from loadtests.checks import Failed, check_blocked, check_completion, check_reda
 from loadtests.echo_upstream import EchoUpstreamProtocol
 from loadtests.report import Audit, check_audit
 from loadtests.workload import NAMES, PII_VALUES, chat_body, pii_prompt
+from tests.harness import run_python
 
-ROOT = Path(__file__).resolve().parent.parent
 USER_CLASSES = ("ChatUser", "StreamingChatUser", "PIIUser", "PIIStreamingUser", "InjectionUser")
 
 
-def _python(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_locustfile_imports_cleanly_in_a_subprocess() -> None:
-    done = _python("-W", "error", "-c", "import loadtests.locustfile")
+    done = run_python("-W", "error", "-c", "import loadtests.locustfile")
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
 
 
 def test_locust_finds_every_user_class() -> None:
-    done = _python("-m", "locust", "-f", "loadtests/locustfile.py", "--list")
+    done = run_python("-m", "locust", "-f", "loadtests/locustfile.py", "--list")
     assert done.returncode == 0, done.stderr
     listed = [line.strip() for line in done.stdout.splitlines()[1:] if line.strip()]
     assert sorted(listed) == sorted(USER_CLASSES)
@@ -61,12 +47,12 @@ def test_the_rest_of_loadtests_never_imports_locust() -> None:
         "bad = [m for m in ('locust', 'gevent') if m in sys.modules];"
         "sys.exit(f'imported {bad}' if bad else 0)"
     )
-    done = _python("-c", code)
+    done = run_python("-c", code)
     assert done.returncode == 0, done.stderr
 
 
 def test_runner_help() -> None:
-    done = _python("-m", "loadtests.run", "--help")
+    done = run_python("-m", "loadtests.run", "--help")
     assert done.returncode == 0, done.stderr
     for option in ("--users", "--spawn-rate", "--run-time", "--out"):
         assert option in done.stdout

@@ -23,7 +23,15 @@ from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Reply
 from tests.harness import RunningGateway, free_port, openai_config, sdk_client
 from tests.test_cli import GatewayProcess, gateway_process, http, process_env
-from tests.test_process import ask, children, config_text, wait_until
+from tests.test_process import (
+    ask,
+    catches_sighup,
+    children,
+    config_text,
+    gateway_args,
+    start_two_workers,
+    wait_until,
+)
 
 USER = [{"role": "user", "content": "hello metrics"}]
 
@@ -169,12 +177,11 @@ def test_recording_the_same_labels_again_adds_up(gw: RunningGateway) -> None:
 
 
 def test_workers_are_summed_in_one_scrape(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(config_text(), encoding="utf-8")
-    port, metrics_port = free_port(), free_port()
+    metrics_port = free_port()
+    _, port, args = gateway_args(
+        tmp_path, config_text(), "--workers", "2", "--metrics-port", str(metrics_port)
+    )
     url = f"http://127.0.0.1:{port}"
-    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
-    args += ["--metrics-port", str(metrics_port)]
     env = process_env(TMPDIR=str(tmp_path))  # where the supervisor makes its directory
     with gateway_process([sys.executable, "-m", "ktproxy"], args, env) as proc:
         proc.wait_for_stdout("Gateway listening")
@@ -199,11 +206,8 @@ def test_workers_are_summed_in_one_scrape(tmp_path: Path) -> None:
 
 
 def test_one_worker_serves_metrics_on_its_metrics_port_too(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(config_text(), encoding="utf-8")
-    port, metrics_port = free_port(), free_port()
-    args = ["gateway", "run", "-c", str(config), "--port", str(port)]
-    args += ["--metrics-port", str(metrics_port)]
+    metrics_port = free_port()
+    _, port, args = gateway_args(tmp_path, config_text(), "--metrics-port", str(metrics_port))
     env = process_env(TMPDIR=str(tmp_path))
     with gateway_process([sys.executable, "-m", "ktproxy"], args, env) as proc:
         proc.wait_for_stdout("Metrics on")
@@ -268,22 +272,6 @@ def post(port: int, model: str, key: str | None = None) -> int:
             return exc.code
 
 
-def catches_sighup(pid: int) -> bool:
-    """Has worker `pid` installed its SIGHUP handler (before, SIGHUP would end it)?"""
-    status = Path(f"/proc/{pid}/status").read_text()
-    (caught,) = (ln.split()[1] for ln in status.splitlines() if ln.startswith("SigCgt:"))
-    return bool(int(caught, 16) & (1 << (signal.SIGHUP - 1)))
-
-
-def start_workers(proc: GatewayProcess, port: int) -> set[int]:
-    """Wait until both workers run and catch SIGHUP; their pids."""
-    proc.wait_for_stdout("Gateway listening")
-    assert wait_until(lambda: len(children(proc.popen.pid)) == 2), proc.output()
-    assert wait_until(lambda: all(catches_sighup(p) for p in children(proc.popen.pid)))
-    assert wait_until(lambda: http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200)
-    return children(proc.popen.pid)
-
-
 def replace_worker(proc: GatewayProcess, victim: int) -> None:
     """SIGKILL `victim` (a worker this test's supervisor started); wait for the new one."""
     os.kill(victim, signal.SIGKILL)
@@ -309,15 +297,14 @@ def settle(urls: list[str], expected: dict[tuple[str, tuple[tuple[str, str], ...
 
 
 def test_state_metrics_add_up_over_workers_and_survive_a_killed_one(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(fleet_config(free_port()), encoding="utf-8")
-    port, metrics_port = free_port(), free_port()
+    metrics_port = free_port()
+    _, port, args = gateway_args(
+        tmp_path, fleet_config(free_port()), "--workers", "2", "--metrics-port", str(metrics_port)
+    )
     urls = [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"]
-    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
-    args += ["--metrics-port", str(metrics_port)]
     env = process_env(TMPDIR=str(tmp_path), TINY_KEY="kt-tiny", DOWN_KEY="sk-down")
     with gateway_process([sys.executable, "-m", "ktproxy"], args, env) as proc:
-        workers = start_workers(proc, port)
+        workers = start_two_workers(proc, port)
         statuses = [post(port, "gpt-4o", "kt-tiny") for _ in range(30)]
         # One admitted a minute per worker: both workers answered some.
         assert statuses.count(200) == 2 and statuses.count(429) == 28, statuses
@@ -358,14 +345,11 @@ def test_state_metrics_add_up_over_workers_and_survive_a_killed_one(tmp_path: Pa
 
 
 def test_one_sighup_to_the_supervisor_counts_one_reload(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(config_text(), encoding="utf-8")
-    port = free_port()
+    _, port, args = gateway_args(tmp_path, config_text(), "--workers", "2")
     url = f"http://127.0.0.1:{port}"
-    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
     env = process_env(TMPDIR=str(tmp_path))
     with gateway_process([sys.executable, "-m", "ktproxy"], args, env) as proc:
-        workers = start_workers(proc, port)
+        workers = start_two_workers(proc, port)
 
         def reloaded() -> int:
             return sum("config reloaded" in line for line in proc.stderr)

@@ -40,6 +40,15 @@ policies:
 """
 
 
+def gateway_args(tmp_path: Path, text: str, *options: str) -> tuple[Path, int, list[str]]:
+    """Write config `text` to a file in `tmp_path`; the file, a free port, and the
+    `gateway run` arguments serving that file on that port with `options`."""
+    config = tmp_path / "c.yaml"
+    config.write_text(text, encoding="utf-8")
+    port = free_port()
+    return config, port, ["gateway", "run", "-c", str(config), "--port", str(port), *options]
+
+
 def ask(port: int, text: str) -> str:
     status, reply = http(
         "POST",
@@ -69,10 +78,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0) -> bool:
 
 
 def test_workers_share_a_port_and_a_killed_worker_is_replaced(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(config_text(), encoding="utf-8")
-    port = free_port()
-    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    _, port, args = gateway_args(tmp_path, config_text(), "--workers", "2")
     with gateway_process(KT, args) as proc:
         line = proc.wait_for_stdout("Gateway listening")
         assert line == f"Gateway listening on http://localhost:{port} (2 workers)"
@@ -96,11 +102,8 @@ def test_workers_share_a_port_and_a_killed_worker_is_replaced(tmp_path: Path) ->
 
 
 def test_sighup_reloads_a_good_config_and_keeps_the_old_on_a_bad_one(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(config_text(), encoding="utf-8")
     pid_file = tmp_path / "kt.pid"
-    port = free_port()
-    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--pid-file", str(pid_file)]
+    config, port, args = gateway_args(tmp_path, config_text(), "--pid-file", str(pid_file))
     with gateway_process(KT, args) as proc:
         proc.wait_for_stdout("Gateway listening")
         assert ask(port, "mail me at a.b@example.com") == "mail me at a.b@example.com"
@@ -122,12 +125,8 @@ def test_sighup_reloads_a_good_config_and_keeps_the_old_on_a_bad_one(tmp_path: P
 
 
 def test_drain_keeps_a_stream_alive_while_readyz_says_503(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        config_text(extra="gateway: {drain_grace: 1.5, drain_timeout: 20}"), encoding="utf-8"
-    )
-    port = free_port()
-    args = ["gateway", "run", "-c", str(config), "--port", str(port)]
+    text = config_text(extra="gateway: {drain_grace: 1.5, drain_timeout: 20}")
+    _, port, args = gateway_args(tmp_path, text)
     with gateway_process(KT, args) as proc:
         proc.wait_for_stdout("Gateway listening")
         body = json.dumps(
@@ -163,10 +162,7 @@ def test_drain_keeps_a_stream_alive_while_readyz_says_503(tmp_path: Path) -> Non
 
 
 def test_workers_die_with_a_supervisor_that_is_killed(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(config_text(), encoding="utf-8")
-    port = free_port()
-    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    _, port, args = gateway_args(tmp_path, config_text(), "--workers", "2")
     with gateway_process(KT, args) as proc:
         proc.wait_for_stdout("Gateway listening")
         assert wait_until(lambda: len(children(proc.popen.pid)) == 2)
@@ -252,10 +248,7 @@ RENAMED = config_text().replace("model: gpt-4o", "model: gpt-5o")  # a new model
 
 
 def test_a_replacement_worker_serves_the_config_of_the_last_reload(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(config_text(), encoding="utf-8")
-    port = free_port()
-    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    config, port, args = gateway_args(tmp_path, config_text(), "--workers", "2")
     with gateway_process(KT, args) as proc:
         workers = start_two_workers(proc, port)
         assert status_for(port, "gpt-5o") == 404
@@ -272,10 +265,7 @@ def test_a_replacement_worker_serves_the_config_of_the_last_reload(tmp_path: Pat
 def test_a_replacement_worker_keeps_the_last_good_config_over_a_rejected_file(
     tmp_path: Path,
 ) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(config_text(), encoding="utf-8")
-    port = free_port()
-    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    config, port, args = gateway_args(tmp_path, config_text(), "--workers", "2")
     with gateway_process(KT, args) as proc:
         workers = start_two_workers(proc, port)
         config.write_text(RENAMED, encoding="utf-8")
@@ -301,10 +291,7 @@ def test_a_replacement_worker_keeps_the_last_good_config_over_a_rejected_file(
 
 
 def test_sighup_while_workers_start_neither_kills_them_nor_is_lost(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(config_text(), encoding="utf-8")
-    port = free_port()
-    args = ["gateway", "run", "-c", str(config), "--port", str(port), "--workers", "2"]
+    _, port, args = gateway_args(tmp_path, config_text(), "--workers", "2")
     with gateway_process(KT, args) as proc:
         supervisor = proc.popen.pid
 

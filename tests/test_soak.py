@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import signal
 import statistics
@@ -31,6 +30,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.fakes.openai_bodies import chunk_event, completion
 from tests.harness import LoopThread, free_port
 from tests.test_cli import STARTUP_TIMEOUT, process_env
 
@@ -40,30 +40,6 @@ SOAK_SECONDS = float(os.environ.get("KT_SOAK_SECONDS", "45"))
 WARMUP_SECONDS = min(8.0, SOAK_SECONDS / 4)
 CONCURRENCY = 16
 UPSTREAM_KEY = "sk-soak-upstream-key-0123456789"
-
-
-def _chunk(text: str, finish: str | None = None) -> bytes:
-    obj = {
-        "id": "chatcmpl-soak",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "gpt-4o",
-        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
-    }
-    return b"data: " + json.dumps(obj).encode() + b"\n\n"
-
-
-def _completion(text: str) -> dict[str, object]:
-    return {
-        "id": "chatcmpl-soak",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "gpt-4o",
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
-    }
 
 
 REPLY = "Sure: write to jane.doe@example.com or call 415-555-0132, card 4111 1111 1111 1111. "
@@ -76,13 +52,13 @@ async def upstream_chat(request: web.Request) -> web.StreamResponse:
     if "fail" in prompt:
         return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
     if not body.get("stream"):
-        return web.json_response(_completion(REPLY + prompt))
+        return web.json_response(completion(REPLY + prompt, 5, 7))
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
     text = REPLY * (8 if "long" in prompt else 1)
     for i in range(0, len(text), 5):
-        await resp.write(_chunk(text[i : i + 5]))
-    await resp.write(_chunk("", "stop"))
+        await resp.write(chunk_event(text[i : i + 5]))
+    await resp.write(chunk_event("", "stop"))
     await resp.write(
         b'data: {"id":"chatcmpl-soak","object":"chat.completion.chunk","created":1,'
         b'"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,'

@@ -32,6 +32,7 @@ from ktproxy.errors import (
     overloaded,
     payload_too_large,
     rate_limited,
+    request_timeout,
     unauthorized,
 )
 from ktproxy.errors import policy_violation as violation_error
@@ -40,7 +41,6 @@ from ktproxy.logs import log_request
 from ktproxy.metrics import METRICS
 from ktproxy.policies.base import PolicyViolation
 from ktproxy.policies.chain import CompiledChain
-from ktproxy.protocol import request_timeout
 from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
 from ktproxy.providers.registry import NETWORKED
 from ktproxy.providers.router import Route

@@ -28,8 +28,18 @@ from ktproxy.audit.sink import Query
 from ktproxy.audit.sqlite_sink import SQLiteSink
 from ktproxy.wire.sse import MAX_EVENT_BYTES
 from tests.conftest import GatewayFactory
+from tests.fakes.openai_bodies import chunk_event as event
+from tests.fakes.openai_bodies import completion
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.fakes.raw_upstream import Peer, RawUpstream, Reply, hold, then_close, then_reset
+from tests.fakes.raw_upstream import (
+    Peer,
+    RawUpstream,
+    Reply,
+    hold,
+    then_close,
+    then_hold,
+    then_reset,
+)
 from tests.harness import LoopThread, RunningGateway, free_port, sdk_client
 
 USER = [{"role": "user", "content": "hello"}]
@@ -45,17 +55,6 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def event(text: str) -> bytes:
-    obj = {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "gpt-4o",
-        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
-    }
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
 def reply(status: int, body: bytes, *headers: str, ctype: str = "application/json") -> bytes:
     """A whole response with a Content-Length (keep-alive)."""
     lines = [f"HTTP/1.1 {status} X", f"Content-Type: {ctype}", *headers]
@@ -63,22 +62,7 @@ def reply(status: int, body: bytes, *headers: str, ctype: str = "application/jso
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-COMPLETION = orjson.dumps(
-    {
-        "id": "chatcmpl-ok",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "gpt-4o",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "fine"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }
-)
+COMPLETION = orjson.dumps(completion("fine"))
 GOOD = reply(200, COMPLETION)
 GOOD_STREAM = SSE_HEAD + chunk(event("a") + event("b") + DONE) + END
 
@@ -94,20 +78,21 @@ def error_reply(status: int, retry_after: str | None = None) -> bytes:
 # -- fixtures ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def raw(loop_thread: LoopThread) -> Iterator[RawUpstream]:
+def serve_raw(loop_thread: LoopThread) -> Iterator[RawUpstream]:
     upstream = RawUpstream()
     loop_thread.run(upstream.start())
     yield upstream
     loop_thread.run(upstream.close())
+
+
+@pytest.fixture
+def raw(loop_thread: LoopThread) -> Iterator[RawUpstream]:
+    yield from serve_raw(loop_thread)
 
 
 @pytest.fixture
 def raw_backup(loop_thread: LoopThread) -> Iterator[RawUpstream]:
-    upstream = RawUpstream()
-    loop_thread.run(upstream.start())
-    yield upstream
-    loop_thread.run(upstream.close())
+    yield from serve_raw(loop_thread)
 
 
 def config(
@@ -226,15 +211,16 @@ def error_code(exc: openai.APIError) -> str:
     return code
 
 
-def raw_stream(gw: RunningGateway) -> tuple[int, bytes]:
-    """A streamed request's status and raw body bytes (for what the SDK hides)."""
+def raw_stream(gw: RunningGateway) -> tuple[httpx.Response, bytes]:
+    """A streamed request's response (status, headers) and raw body bytes (for what the
+    SDK hides)."""
     with httpx.stream(
         "POST",
         f"{gw.base_url}/chat/completions",
         json={"model": "gpt-4o", "messages": USER, "stream": True},
         timeout=30,
     ) as response:
-        return response.status_code, b"".join(response.iter_bytes())
+        return response, b"".join(response.iter_bytes())
 
 
 def sse_events(body: bytes) -> list[bytes]:
@@ -326,7 +312,7 @@ def test_head_dribbled_a_byte_at_a_time_is_bounded_by_first_byte(
 STREAM_FAULTS: dict[str, tuple[Reply, str]] = {
     "reset": (then_reset(SSE_HEAD + chunk(event("a")) + chunk(event("b"))), "upstream_unavailable"),
     "idle-stall": (
-        lambda peer: _then(peer, SSE_HEAD + chunk(event("a")) + chunk(event("b")), hold),
+        then_hold(SSE_HEAD + chunk(event("a")) + chunk(event("b"))),
         "upstream_timeout.idle",
     ),
     "truncated-clean-close": (
@@ -358,11 +344,6 @@ STREAM_FAULTS: dict[str, tuple[Reply, str]] = {
 }
 
 
-async def _then(peer: Peer, data: bytes, action: Callable[[Peer], Any]) -> None:
-    await peer.send(data)
-    await action(peer)
-
-
 @pytest.mark.parametrize("fault", STREAM_FAULTS)
 def test_stream_failing_midway_ends_with_an_error_event(
     faulty: Faulty, raw: RawUpstream, fault: str
@@ -389,16 +370,16 @@ def test_stream_fault_bytes_without_policies(
     gw = make_gateway(config(raw.url, None, first_byte=0.5, idle=0.5))
     script, code = STREAM_FAULTS[fault]
     raw.enqueue(script)
-    status, body = raw_stream(gw)
-    assert status == 200
+    response, body = raw_stream(gw)
+    assert response.status_code == 200
     events = sse_events(body)
     assert events[:2] == [event("a")[:-2], event("b")[:-2]]
     assert len(events) == 3 and DONE not in body
     assert orjson.loads(events[2][6:])["error"]["code"] == code
     pool_settles(gw)
     raw.enqueue(GOOD_STREAM)
-    status, body = raw_stream(gw)
-    assert status == 200 and body.endswith(DONE)
+    response, body = raw_stream(gw)
+    assert response.status_code == 200 and body.endswith(DONE)
 
 
 # -- malformed but whole streams: relayed unchanged -------------------------------------
@@ -428,14 +409,8 @@ def test_malformed_events_are_relayed_unchanged(
     db = tmp_path / "audit.db" if audited else None
     gw = make_gateway(config(raw.url, db))
     raw.enqueue(SSE_HEAD + chunk(event("a")) + chunk(odd) + chunk(event("b") + DONE) + END)
-    with httpx.stream(
-        "POST",
-        f"{gw.base_url}/chat/completions",
-        json={"model": "gpt-4o", "messages": USER, "stream": True},
-        timeout=30,
-    ) as response:
-        body = b"".join(response.iter_bytes())
-        rid = response.headers["x-kt-request-id"]
+    response, body = raw_stream(gw)
+    rid = response.headers["x-kt-request-id"]
     assert response.status_code == 200
     assert body == event("a") + odd + event("b") + DONE
     if db is not None:

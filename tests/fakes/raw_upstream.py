@@ -67,6 +67,16 @@ async def hold(peer: Peer) -> None:
     await peer.reader.read()
 
 
+def then_hold(data: bytes) -> Action:
+    """Write `data`, then say no more until the client goes away."""
+
+    async def action(peer: Peer) -> None:
+        await peer.send(data)
+        await hold(peer)
+
+    return action
+
+
 def then_close(data: bytes) -> Action:
     """Write `data`, then close the connection."""
 

@@ -37,6 +37,7 @@ from tests.fakes.raw_upstream import (
     eventually,
     hold,
     then_close,
+    then_hold,
     then_reset,
 )
 
@@ -555,12 +556,7 @@ async def test_oversized_head_in_small_writes(raw: RawUpstream, connect: Connect
 @pytest.mark.parametrize("sent", [b"", b"HTTP/1.1 200 OK\r\nContent-"], ids=["none", "part"])
 async def test_first_byte_timeout(raw: RawUpstream, connect: Connect, sent: bytes) -> None:
     conn = await connect()
-
-    async def stall(peer: Peer) -> None:
-        await peer.send(sent)
-        await hold(peer)
-
-    raw.enqueue(stall)
+    raw.enqueue(then_hold(sent))
     exc = await failure(conn, first_byte=SHORT)
     assert isinstance(exc, UpstreamTimeout)
     assert exc.phase == "first_byte" and exc.reason == "first_byte timeout"
@@ -595,12 +591,7 @@ async def test_first_byte_is_a_deadline_not_reset_by_a_dribbled_head(
 )
 async def test_idle_timeout(raw: RawUpstream, connect: Connect, data: bytes) -> None:
     conn = await connect()
-
-    async def stall(peer: Peer) -> None:
-        await peer.send(data)
-        await hold(peer)
-
-    raw.enqueue(stall)
+    raw.enqueue(then_hold(data))
     resp = await fetch(conn, idle=SHORT)
     assert await resp.readany() == b"hello"
     with pytest.raises(UpstreamTimeout) as info:

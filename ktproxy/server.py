@@ -51,6 +51,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from ktproxy.app import make_app, reload
 from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
 from ktproxy.metrics import metrics_app, use_multiprocess
+from ktproxy.policies.resources import set_worker_slot
 from ktproxy.protocol import GuardedRunner
 from ktproxy.state import STATE
 
@@ -202,8 +203,10 @@ def _worker(
     parent: int,
     metrics_dir: str,
     metrics_port: int | None,
+    slot: int,
 ) -> int:
     """A forked worker's life (its exit code). It starts with `_PASSED_ON` blocked."""
+    set_worker_slot(slot)  # its audit chain with a configured gateway.instance
     for sig in _PASSED_ON:
         signal.signal(sig, signal.SIG_DFL)  # the event loop installs its own
     # A stop sent since the fork ends the worker now; SIGHUP stays blocked (and a
@@ -222,7 +225,12 @@ def _worker(
 
 
 def _spawn(
-    loaded: LoadedConfig, host: str, port: int, metrics_dir: str, metrics_port: int | None
+    loaded: LoadedConfig,
+    host: str,
+    port: int,
+    metrics_dir: str,
+    metrics_port: int | None,
+    slot: int,
 ) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
@@ -238,7 +246,7 @@ def _spawn(
     if pid == 0:  # the worker
         code = 1
         try:
-            code = _worker(loaded, host, port, parent, metrics_dir, metrics_port)
+            code = _worker(loaded, host, port, parent, metrics_dir, metrics_port, slot)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -279,8 +287,10 @@ def _supervise(
         signal.signal(sig, remember)
     current = loaded  # what the workers serve: what a new worker is forked with
     started: dict[int, float] = {}
-    for _ in range(workers):
-        started[_spawn(current, host, port, metrics_dir, metrics_port)] = time.monotonic()
+    slots: dict[int, int] = {}  # pid -> slot; a replacement takes its predecessor's
+    for slot in range(workers):
+        pid = _spawn(current, host, port, metrics_dir, metrics_port, slot)
+        started[pid], slots[pid] = time.monotonic(), slot
     print(f"Gateway listening on {display_url(host, port)} ({workers} workers)", flush=True)
     _print_metrics_url(host, metrics_port)
     log.info("workers started: %s", sorted(started))
@@ -326,7 +336,9 @@ def _supervise(
             code = exit_code if exit_code > 0 else 1
             _pass_on(started, signal.SIGTERM)
             continue
-        started[_spawn(current, host, port, metrics_dir, metrics_port)] = time.monotonic()
+        slot = slots.pop(pid)
+        pid = _spawn(current, host, port, metrics_dir, metrics_port, slot)
+        started[pid], slots[pid] = time.monotonic(), slot
     return code
 
 

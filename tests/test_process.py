@@ -341,3 +341,41 @@ def test_sighup_while_workers_start_neither_kills_them_nor_is_lost(tmp_path: Pat
         assert children(supervisor) == workers - {victim} | {new}
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.wait() == 0, proc.output()
+
+
+def test_workers_with_a_configured_instance_write_one_chain_each(tmp_path: Path) -> None:
+    """`gateway.instance` names one chain per worker slot (two processes extending one
+    chain would fork it); a replacement continues its predecessor's chain."""
+    db = tmp_path / "audit.db"
+    text = config_text(
+        "[audit-logger]",
+        f'gateway: {{instance: gw}}\npolicy:\n  audit-logger: {{path: "{db}", '
+        "flush_interval_ms: 5}\n",
+    )
+    config, port, args = gateway_args(tmp_path, text, "--workers", "2")
+    with gateway_process(KT, args) as proc:
+        workers = start_two_workers(proc, port)
+        replace(proc, min(workers))
+        for i in range(40):  # fresh connections: both workers answer some
+            assert ask(port, f"hello {i}") == f"hello {i}"
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.output()
+    verify = subprocess.run(
+        [*KT, "audit", "verify", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+        cwd=tmp_path,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    query = subprocess.run(
+        [*KT, "audit", "query", "-c", str(config), "--limit", "1000", "--format", "jsonl"],
+        capture_output=True,
+        text=True,
+        timeout=EXIT_TIMEOUT,
+        cwd=tmp_path,
+    )
+    assert query.returncode == 0, query.stderr
+    records = [json.loads(line) for line in query.stdout.splitlines() if line.strip()]
+    assert len(records) == 40
+    assert {r["chain"] for r in records} == {"gw-w0", "gw-w1"}

@@ -20,11 +20,30 @@ def default_instance() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+_worker_slot: int | None = None
+
+
+def set_worker_slot(slot: int) -> None:
+    """Called in a forked worker (`--workers N`) with its slot, 0..N-1; a replacement
+    worker gets the slot of the one it replaces."""
+    global _worker_slot
+    _worker_slot = slot
+
+
+def instance_name(configured: str | None) -> str:
+    """The audit chain this process writes: `gateway.instance` (with `-w<slot>` in a
+    worker, since two processes must never extend one chain at once, while a
+    replacement continues its predecessor's), else host name and process id."""
+    if configured is None:
+        return default_instance()
+    return configured if _worker_slot is None else f"{configured}-w{_worker_slot}"
+
+
 class PolicyResources:
     """Writers (and later connections) shared by the policies of one runtime."""
 
     def __init__(self, instance: str | None = None) -> None:
-        self.instance = instance or default_instance()
+        self.instance = instance_name(instance)
         self._writers: dict[tuple[str, str], AuditWriter] = {}
 
     async def audit_writer(

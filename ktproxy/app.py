@@ -18,6 +18,7 @@ from aiohttp import web
 from ktproxy.api import admin, chat, health, messages, models, openapi
 from ktproxy.api.errors import error_middleware
 from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
+from ktproxy.fleet.backends import StateBackend, backend_key, open_backend
 from ktproxy.metrics import METRICS, Metrics, metrics, mirror_ctx
 from ktproxy.policies.resources import PolicyResources
 from ktproxy.runtime import Runtime, build_runtime
@@ -30,7 +31,9 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     runtime = None
     try:
-        runtime = _build(state, state.loaded)
+        state.backend = _backend(state, state.loaded)
+        state.backend_key = backend_key(state.loaded.config.state)
+        runtime = _build(state, state.loaded, state.backend)
         await runtime.start()
         state.runtime = runtime
         yield
@@ -41,12 +44,27 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
                 await current.close()
             await state.resources.close()  # drains the audit queues
         finally:
-            await state.pool.close()
+            try:
+                await state.backend.close()
+            finally:
+                await state.pool.close()
 
 
-def _build(state: GatewayState, loaded: LoadedConfig) -> Runtime:
+def _backend(state: GatewayState, loaded: LoadedConfig) -> StateBackend:
+    """The worker's backend if `loaded` keeps it, else a new one for `loaded`."""
+    if backend_key(loaded.config.state) == state.backend_key:
+        return state.backend
+    return open_backend(loaded.config.state, state.env)
+
+
+def _build(state: GatewayState, loaded: LoadedConfig, backend: StateBackend) -> Runtime:
     return build_runtime(
-        loaded, state.pool, state.env, limiter=state.limiter, resources=state.resources
+        loaded,
+        state.pool,
+        state.env,
+        limiter=backend.limiter,
+        resources=state.resources,
+        budgets=backend.budgets,
     )
 
 
@@ -76,28 +94,41 @@ async def _reload(app: web.Application, retire_timeout: float) -> bool:
         for problem in exc.problems:
             log.error("reload rejected: %s", problem.format(filename))
         return False
-    new = _build(state, loaded)
+    backend = _backend(state, loaded)
+    new = _build(state, loaded, backend)
     try:
         await new.start()
     except Exception:
         state.reloads["failed"] = state.reloads.get("failed", 0) + 1
         log.exception("reload failed while starting the new config; the old one keeps serving")
+        if backend is not state.backend:
+            await backend.close()
         return False
     old, state.runtime, state.loaded = state.runtime, new, loaded
+    old_backend = state.backend
+    state.backend, state.backend_key = backend, backend_key(loaded.config.state)
     state.reloads["applied"] = state.reloads.get("applied", 0) + 1
     for warning in loaded.warnings:
         log.warning("%s", warning.format(filename))
     log.info("config reloaded from %s", filename)
+    retired = old_backend if old_backend is not backend else None
     if old is not None:
-        asyncio.get_running_loop().create_task(_retire(state, old, retire_timeout))
+        asyncio.get_running_loop().create_task(_retire(state, old, retire_timeout, retired))
+    elif retired is not None:
+        await retired.close()
     return True
 
 
-async def _retire(state: GatewayState, old: Runtime, timeout: float) -> None:
+async def _retire(
+    state: GatewayState, old: Runtime, timeout: float, backend: StateBackend | None = None
+) -> None:
+    """Close `old` (and `backend`, the state backend only it used) once it is idle."""
     deadline = asyncio.get_running_loop().time() + timeout
     while state.holders(old) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
     await old.close()
+    if backend is not None:
+        await backend.close()
 
 
 def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.Application:

@@ -207,7 +207,11 @@ def _audit_sinks(path: str) -> list[Any]:
     if options is None:
         click.echo(f"{path}: audit-logger is not in any policy chain; no audit store", err=True)
         sys.exit(1)
-    return open_sinks(options)
+    try:
+        return open_sinks(options)
+    except (OSError, RuntimeError) as exc:  # PostgreSQL unreachable, schema not migrated
+        click.echo(f"{path}: cannot open the audit store: {exc}", err=True)
+        sys.exit(1)
 
 
 def _time(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -376,6 +380,44 @@ def audit_verify(path: str) -> None:
         click.echo(f"{path}: {broken} problem(s) in the audit store", err=True)
         sys.exit(1)
     click.echo(f"{path}: OK ({total} chain(s) verified)")
+
+
+@audit.command("migrate")
+@_CONFIG_OPTION
+def audit_migrate(path: str) -> None:
+    """Create or upgrade the audit schema in PostgreSQL (sink: postgres); idempotent."""
+    import asyncio
+    import os
+
+    from ktproxy.audit.store import audit_options
+    from ktproxy.configcheck import ConfigError
+
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    options = audit_options(loaded)
+    if options is None or options.sink != "postgres" or options.postgres is None:
+        sink = options.sink if options else "none"
+        click.echo(f"{path}: audit sink is {sink}; it creates its own files, nothing to migrate")
+        return
+    from ktproxy.audit.postgres_sink import migrate
+
+    pg = options.postgres
+    dsn = os.environ.get(pg.dsn_ref.env)
+    if not dsn:
+        click.echo(f"{path}: environment variable {pg.dsn_ref.env} is not set", err=True)
+        sys.exit(1)
+    try:
+        before, after = asyncio.run(migrate(dsn, pg.schema))
+    except Exception as exc:  # unreachable, refused, a newer schema: say it, exit 1
+        click.echo(f"{path}: audit migration failed: {exc}", err=True)
+        sys.exit(1)
+    if before == after:
+        click.echo(f"audit schema {pg.schema}: already at version {after}")
+    else:
+        click.echo(f"audit schema {pg.schema}: migrated from version {before} to {after}")
 
 
 @audit.command("purge")

@@ -194,6 +194,17 @@ class RateLimits(Struct, forbid_unknown_fields=True, frozen=True):
     tokens_per_minute: Annotated[int, Meta(ge=1)] | None = None
 
 
+class Budgets(Struct, forbid_unknown_fields=True, frozen=True):
+    """Per-group token budgets per UTC calendar day and month; None means no budget.
+
+    Spent from the providers' reported usage; checked when a request is admitted, so
+    requests in flight when the budget runs out may overshoot it by their own usage.
+    """
+
+    tokens_per_day: Annotated[int, Meta(ge=1)] | None = None
+    tokens_per_month: Annotated[int, Meta(ge=1)] | None = None
+
+
 class ConsumerGroup(Struct, forbid_unknown_fields=True, frozen=True):
     """A set of keys sharing a policy chain, option overrides, models and limits."""
 
@@ -206,6 +217,7 @@ class ConsumerGroup(Struct, forbid_unknown_fields=True, frozen=True):
     # Model names this group may ask for (None: every routable model).
     models: list[NonEmpty] | None = None
     limits: RateLimits | None = None
+    budgets: Budgets | None = None
 
 
 class Consumers(Struct, forbid_unknown_fields=True, frozen=True):
@@ -222,6 +234,57 @@ class Admin(Struct, forbid_unknown_fields=True, frozen=True):
     """Access to the admin API (`/v1/kt/...`); without a key it is disabled."""
 
     key: KeyRef | None = None
+
+
+OnBackendError = Literal["fail-open", "fail-closed"]
+
+
+class RedisState(Struct, forbid_unknown_fields=True, frozen=True):
+    """Where the shared counters live when `state.backend` is redis."""
+
+    # The environment variable holding the URL (redis://, rediss:// or unix://): it may
+    # carry a password, so the file never holds it.
+    url: SecretRef
+    # Every key starts with it: gateways sharing limits share the prefix.
+    key_prefix: NonEmpty = "ktproxy:"
+    connect_timeout: Annotated[float, Meta(gt=0, le=60)] = 0.5
+    command_timeout: Annotated[float, Meta(gt=0, le=60)] = 0.5
+    max_connections: Annotated[int, Meta(ge=1, le=10000)] = 64
+    # After a failed call the backend is not asked again for this long; requests get
+    # the feature's `on_backend_error` at once instead of each waiting for a timeout.
+    retry_interval: Annotated[float, Meta(gt=0, le=300)] = 1.0
+
+
+class RateLimitState(Struct, forbid_unknown_fields=True, frozen=True):
+    """What rate limits do while the backend is unreachable. Default fail-open: a limit
+    protects capacity, and the providers keep their own; refusing every request because
+    a counter store is down would turn its outage into the gateway's."""
+
+    on_backend_error: OnBackendError = "fail-open"
+
+
+class BudgetState(Struct, forbid_unknown_fields=True, frozen=True):
+    """What budgets do while the backend is unreachable. Default fail-closed: a budget
+    caps money, and tokens spent while it could not be checked cannot be taken back."""
+
+    on_backend_error: OnBackendError = "fail-closed"
+
+
+class State(Struct, forbid_unknown_fields=True, frozen=True):
+    """Where rate-limit and budget counters are kept (DESIGN §6).
+
+    memory: in this process (each worker its own view; needs no server). redis: one
+    Redis shared by every gateway and worker, so N gateways enforce one limit.
+    """
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis: RedisState | None = None
+    rate_limits: RateLimitState = RateLimitState()
+    budgets: BudgetState = BudgetState()
+
+    def __post_init__(self) -> None:
+        if self.backend == "redis" and self.redis is None:
+            raise ValueError("backend redis needs a `redis:` section with its url")
 
 
 class Gateway(Struct, forbid_unknown_fields=True, frozen=True):
@@ -262,6 +325,7 @@ class Config(Struct, forbid_unknown_fields=True, frozen=True):
     routing: Routing = Routing()
     consumers: Consumers = Consumers()
     admin: Admin = Admin()
+    state: State = State()
     # Per-policy options, keyed by policy name (null: the policy's defaults); each
     # value is validated against that policy's options Struct and stored decoded in
     # `LoadedConfig.policy_options`.

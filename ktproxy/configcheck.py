@@ -31,6 +31,7 @@ from ktproxy.config import (
     Policies,
     Providers,
     Routing,
+    State,
     Target,
 )
 from ktproxy.policies import registry as policy_registry
@@ -444,6 +445,32 @@ class _Checker:
                 "warning",
             )
 
+    def check_state(self, value: dict[str, Any], path: Path) -> None:
+        redis = value.get("redis")
+        if not isinstance(redis, dict):
+            return
+        if value.get("backend", "memory") != "redis":
+            self.add(path + ("redis",), "unused: backend is not redis", "warning")
+            return
+        ref = redis.get("url")
+        env = ref.get("env") if isinstance(ref, dict) else None
+        if not isinstance(env, str) or not env:
+            return  # reported by the type walk
+        url = self.env.get(env)
+        if not url:
+            self.add(
+                path + ("redis", "url", "env"),
+                f"environment variable {env} is not set; the gateway cannot reach Redis "
+                "for its rate limits and budgets",
+                "error" if self.for_start else "warning",
+            )
+        elif not url.startswith(("redis://", "rediss://", "unix://")):
+            # The value may hold a password: it is never shown.
+            self.add(
+                path + ("redis", "url", "env"),
+                f"environment variable {env} does not hold a redis://, rediss:// or unix:// URL",
+            )
+
     def check_routing(self, value: dict[str, Any], path: Path) -> None:
         models = value.get("models")
         if not isinstance(models, list):
@@ -509,6 +536,7 @@ _RULES: dict[type, Callable[[_Checker, dict[str, Any], Path], None]] = {
     ConsumerGroup: _Checker.check_group,
     Routing: _Checker.check_routing,
     Gateway: _Checker.check_gateway,
+    State: _Checker.check_state,
     KeyRef: _Checker.check_key,
 }
 

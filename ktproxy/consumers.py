@@ -15,7 +15,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ktproxy.config import RateLimits
+from ktproxy.config import Budgets, RateLimits
 from ktproxy.policies.chain import CompiledChain
 
 
@@ -35,13 +35,19 @@ class Group:
     models: frozenset[str] | None = None
     routes: frozenset[tuple[str, str]] | None = None
     limits: RateLimits | None = None
-    # Responses must be read for their token usage (audit records, a token limit):
+    budgets: Budgets | None = None
+    # Responses must be read for their token usage (audit records, a token limit, a
+    # budget):
     # fixed by the config, so worked out once here rather than per request.
     needs_usage: bool = field(init=False)
 
     def __post_init__(self) -> None:
         tokens = self.limits is not None and self.limits.tokens_per_minute is not None
-        object.__setattr__(self, "needs_usage", self.chain.has_complete_hooks or tokens)
+        budgets = self.budgets is not None and (
+            self.budgets.tokens_per_day is not None or self.budgets.tokens_per_month is not None
+        )
+        needs = self.chain.has_complete_hooks or tokens or budgets
+        object.__setattr__(self, "needs_usage", needs)
 
     def allows(self, model: str, route: tuple[str, str]) -> bool:
         """May this group use `model`, which resolved to `route`?"""

@@ -140,6 +140,34 @@ def rate_limited(group: str, kind: str, limit: int, retry_after: float) -> Gatew
     )
 
 
+def budget_exceeded(
+    group: str, period: str, limit: int, resets_at: str, retry_after: float
+) -> GatewayError:
+    """429 naming the spent budget, with `Retry-After` until it is renewed."""
+    seconds = max(1, math.ceil(retry_after))
+    return GatewayError(
+        429,
+        f"Token budget of consumer group `{group}` is spent: {limit} tokens per {period} "
+        f"(UTC). It renews at {resets_at}, in {seconds} s.",
+        type="tokens",
+        code="budget_exceeded",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def state_unavailable(group: str, feature: str, retry_after: float) -> GatewayError:
+    """429: the counters of `feature` cannot be read and it is set to fail closed."""
+    seconds = max(1, math.ceil(retry_after))
+    return GatewayError(
+        429,
+        f"The {feature} of consumer group `{group}` cannot be checked (the state backend "
+        f"is unavailable), so the request is refused. Try again in {seconds} s.",
+        type="requests",
+        code="state_backend_unavailable",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
 def model_not_allowed(model: str, group: str) -> GatewayError:
     """404 like OpenAI's: the model does not exist *for this caller*."""
     return GatewayError(

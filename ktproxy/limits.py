@@ -32,8 +32,23 @@ class Refusal:
     retry_after: float  # seconds
 
 
+class StateUnavailable(Exception):
+    """A shared backend could not answer and the feature is set to fail closed."""
+
+    def __init__(self, feature: Literal["rate limits", "budgets"], retry_after: float) -> None:
+        super().__init__(f"{feature}: state backend unavailable")
+        self.feature = feature
+        self.retry_after = retry_after
+
+
 class RateLimiter(Protocol):
-    """What the API layer asks of a limiter backend."""
+    """What the API layer asks of a limiter backend.
+
+    A shared backend that cannot answer either admits (fail-open) or raises
+    `StateUnavailable` (fail-closed); it never raises anything else.
+    """
+
+    refusals: dict[tuple[str, str], int]  # (group, "requests" | "tokens") -> count
 
     async def admit(self, group: str, limits: RateLimits) -> Refusal | None:
         """Take one request from `group`'s allowance; a `Refusal` when there is none."""

@@ -299,10 +299,31 @@ AUDIT_WRITE_FAILURES = StateMetric(
 AUDIT_PURGED = StateMetric(
     "ktproxy_audit_purged_records", "Records removed by retention.", ("sink",), "sum"
 )
+AUDIT_SPOOL_BYTES = StateMetric(
+    "ktproxy_audit_spool_bytes",
+    "Bytes of audit records spooled locally while their sink (PostgreSQL) is unreachable.",
+    ("sink",),
+    "livesum",
+)
+AUDIT_SPOOL_RECORDS = StateMetric(
+    "ktproxy_audit_spool_records",
+    "Audit records spooled locally, waiting to be replayed into their sink.",
+    ("sink",),
+    "livesum",
+)
 RATE_LIMITED = StateMetric(
     "ktproxy_rate_limited_requests",
-    "Requests refused by a consumer group's rate limit.",
+    "Requests refused by a consumer group's rate limit (kind: requests, tokens) or "
+    "spent token budget (kind: budget_day, budget_month).",
     ("consumer_group", "kind"),
+    "sum",
+)
+STATE_BACKEND_ERRORS = StateMetric(
+    "ktproxy_state_backend_errors",
+    "Requests decided without the state backend (Redis) because it failed or was "
+    "resting after a failure, by feature and outcome (served: fail-open, refused: "
+    "fail-closed).",
+    ("feature", "outcome"),
     "sum",
 )
 OVERLOADED = StateMetric(
@@ -365,7 +386,10 @@ STATE_METRICS = (
     AUDIT_QUEUE_DEPTH,
     AUDIT_WRITE_FAILURES,
     AUDIT_PURGED,
+    AUDIT_SPOOL_BYTES,
+    AUDIT_SPOOL_RECORDS,
     RATE_LIMITED,
+    STATE_BACKEND_ERRORS,
     OVERLOADED,
     FALLBACKS,
     CIRCUIT_OPENED,
@@ -385,15 +409,24 @@ def read_state(state: GatewayState, runtime: Runtime | None) -> Samples:
     writers = runtime.resources.audit_writers if runtime is not None else []
     for writer in writers:
         sink = type(writer.sink).__name__.removesuffix("Sink").lower()
+        spool = getattr(writer.sink, "spool", None)  # the PostgreSQL sink's
+        spooled = (spool.size, spool.records, spool.dropped) if spool is not None else None
         samples[AUDIT_RECORDS] += [
-            ((sink, "written"), writer.stats.written),
-            ((sink, "dropped"), writer.stats.dropped),
+            ((sink, "written"), writer.stats.written - (spooled[2] if spooled else 0)),
+            ((sink, "dropped"), writer.stats.dropped + (spooled[2] if spooled else 0)),
         ]
+        if spooled is not None:
+            samples[AUDIT_SPOOL_BYTES].append(((sink,), spooled[0]))
+            samples[AUDIT_SPOOL_RECORDS].append(((sink,), spooled[1]))
         samples[AUDIT_QUEUE_DEPTH].append(((sink,), writer.depth))
         samples[AUDIT_WRITE_FAILURES].append(((sink,), writer.stats.write_failures))
         samples[AUDIT_PURGED].append(((sink,), writer.stats.purged))
-    refusals = getattr(runtime.limiter, "refusals", {}) if runtime is not None else {}
+    refusals = {}
+    if runtime is not None:
+        refusals = {**runtime.limiter.refusals, **runtime.budgets.refusals}
     samples[RATE_LIMITED] = [(key, count) for key, count in sorted(refusals.items())]
+    errors = state.backend.errors
+    samples[STATE_BACKEND_ERRORS] = [(key, count) for key, count in sorted(errors.items())]
     samples[OVERLOADED] = [
         ((kind,), state.overloaded.get(kind, 0)) for kind in ("requests", "streams")
     ]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from ktproxy.budgets import BudgetKeeper, LocalBudgets
 from ktproxy.config import ConsumerGroup, KeyRef, target_timeouts
 from ktproxy.configcheck import LoadedConfig
 from ktproxy.consumers import ConsumerTable, Group, key_digest
@@ -49,6 +50,7 @@ class Runtime:
     max_requests: int = 1024
     max_streams: int = 1024
     retry_after: int = 1  # seconds, in the 503's Retry-After
+    budgets: BudgetKeeper = field(default_factory=LocalBudgets)
 
     @property
     def policies(self) -> list[Policy]:
@@ -90,7 +92,7 @@ def _group(
         models = frozenset(spec.models)
         found = (router.resolve(m) for m in spec.models)
         routes = frozenset((r.provider.target.id, r.upstream_model) for r in found if r)
-    return Group(spec.id, chain, models, routes, spec.limits)
+    return Group(spec.id, chain, models, routes, spec.limits, spec.budgets)
 
 
 def _compile(
@@ -115,6 +117,7 @@ def build_runtime(
     env: Mapping[str, str] | None = None,
     limiter: RateLimiter | None = None,
     resources: PolicyResources | None = None,
+    budgets: BudgetKeeper | None = None,
 ) -> Runtime:
     """Instantiate adapters (with their keys and pooled connections), compile each consumer
     group's chain, and index the gateway keys. Call `start()` before serving."""
@@ -159,4 +162,5 @@ def build_runtime(
         max_requests=config.gateway.max_concurrent_requests,
         max_streams=config.gateway.max_concurrent_streams,
         retry_after=config.gateway.overload_retry_after,
+        budgets=budgets or LocalBudgets(),
     )

@@ -11,7 +11,7 @@ from weakref import WeakSet
 from aiohttp import web
 
 from ktproxy.configcheck import LoadedConfig
-from ktproxy.limits import LocalRateLimiter
+from ktproxy.fleet.backends import MemoryBackend, StateBackend
 from ktproxy.policies.resources import PolicyResources
 from ktproxy.providers.pool import UpstreamPool
 from ktproxy.runtime import Runtime
@@ -34,9 +34,11 @@ class GatewayState:
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
     pool: UpstreamPool = field(default_factory=UpstreamPool)
     # Shared across reloads: one audit writer per sink whatever the config generation,
-    # and rate limits that a reload does not reset.
+    # and rate-limit and budget counters that a reload does not reset (a reload that
+    # changes the `state:` section gets a new backend; see `backend_key`).
     resources: PolicyResources = field(default_factory=PolicyResources)
-    limiter: LocalRateLimiter = field(default_factory=LocalRateLimiter)
+    backend: StateBackend = field(default_factory=MemoryBackend)
+    backend_key: object = "memory"
     runtime: Runtime | None = None
     draining: bool = False
     inflight: int = 0

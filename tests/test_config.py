@@ -68,7 +68,7 @@ TARGET_KEYS = (
     "id, provider, model, base_url, secret_key_ref, client_key, timeouts, max_connections, mock, "
     "anthropic, vertex, ollama, tls"
 )
-TOP_KEYS = "providers, pack, gateway, policies, routing, consumers, admin, policy"
+TOP_KEYS = "providers, pack, gateway, policies, routing, consumers, admin, state, policy"
 KNOWN_PROVIDERS = "anthropic, google-vertex, mock, ollama, openai"
 # Derived from the registry, so that a policy landing changes only the tests that pin
 # the seed and the every-problem file.

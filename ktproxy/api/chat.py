@@ -27,16 +27,19 @@ from ktproxy.context import Decision, RequestContext
 from ktproxy.errors import (
     GatewayError,
     bad_request,
+    budget_exceeded,
     model_not_allowed,
     model_not_found,
     overloaded,
     payload_too_large,
     rate_limited,
     request_timeout,
+    state_unavailable,
     unauthorized,
 )
 from ktproxy.errors import policy_violation as violation_error
 from ktproxy.ids import new_request_id
+from ktproxy.limits import StateUnavailable
 from ktproxy.logs import log_request
 from ktproxy.metrics import METRICS
 from ktproxy.policies.base import PolicyViolation
@@ -324,10 +327,7 @@ async def _serve(
                 raise overloaded("streams", runtime.max_streams, runtime.retry_after)
             state.streams += 1
             holds_stream = True
-        if group.limits is not None:
-            refusal = await runtime.limiter.admit(group.id, group.limits)
-            if refusal is not None:
-                raise rate_limited(group.id, refusal.kind, refusal.limit, refusal.retry_after)
+        await _admit(runtime, group)
         return await _exchange(
             request, surface, runtime, group, routes, ctx, identity.bearer_is_gateway_key
         )
@@ -340,10 +340,8 @@ async def _serve(
     finally:
         if holds_stream:
             state.streams -= 1
-        if group is not None and group.limits is not None and ctx.usage:
-            tokens = ctx.usage.get("total_tokens")
-            if isinstance(tokens, int):
-                await runtime.limiter.spend_tokens(group.id, group.limits, tokens)
+        if group is not None and ctx.usage:
+            await _spend(runtime, group, ctx.usage)
         if chain.has_complete_hooks:
             await chain.run_complete(ctx)
         log_request(ctx)  # guarded: never raises
@@ -351,6 +349,36 @@ async def _serve(
             request.app[METRICS].gateway.record(ctx, runtime)
         except Exception:
             log.exception("recording request metrics failed")
+
+
+async def _admit(runtime: Runtime, group: Group) -> None:
+    """Take the request from `group`'s rate limits, then check its budgets (a request a
+    rate limit refuses never reads the budget counters)."""
+    try:
+        if group.limits is not None:
+            refusal = await runtime.limiter.admit(group.id, group.limits)
+            if refusal is not None:
+                raise rate_limited(group.id, refusal.kind, refusal.limit, refusal.retry_after)
+        if group.budgets is not None:
+            spent = await runtime.budgets.check(group.id, group.budgets)
+            if spent is not None:
+                resets = spent.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                raise budget_exceeded(
+                    group.id, spent.period, spent.limit, resets, spent.retry_after
+                )
+    except StateUnavailable as exc:
+        raise state_unavailable(group.id, exc.feature, exc.retry_after) from None
+
+
+async def _spend(runtime: Runtime, group: Group, usage: dict[str, object]) -> None:
+    """Charge a response's usage to `group`'s token limit and budgets."""
+    tokens = usage.get("total_tokens")
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        return
+    if group.limits is not None:
+        await runtime.limiter.spend_tokens(group.id, group.limits, tokens)
+    if group.budgets is not None:
+        await runtime.budgets.spend(group.id, group.budgets, tokens)
 
 
 async def _exchange(

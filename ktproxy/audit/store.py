@@ -2,7 +2,8 @@
 
 The gateway writes through `audit-logger`'s writer; `kt audit ...` and
 `GET /v1/kt/events` read the same sink(s) from the config. A JSON-lines path with
-`{instance}` names one file per gateway instance: every matching file is read.
+`{instance}` names one file per gateway instance: every matching file is read. The
+PostgreSQL sink keeps every instance's chain in one table.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ _ROTATED = re.compile(r"^(.*)\.\d{8}T\d{6}\.\d{6}\.rotated$")
 def open_sinks(options: AuditOptions) -> list[AuditSink]:
     """Every sink file the options name (several for a `{instance}` JSON-lines path)."""
     template = path_template(options)
+    if options.sink == "postgres":  # one table holds every instance's chain
+        sink = make_sink(options, None)
+        sink.open()
+        return [sink]
     if "{instance}" in template:
         pattern = glob.escape(template).replace(glob.escape("{instance}"), "*")
         live = set(glob.glob(pattern))

@@ -8,7 +8,10 @@ makes the request wait for room (`block`: requests slow down, and a record that
 finds no room within `block_timeout` seconds is dropped and counted, so a stuck sink
 cannot hold requests forever). A failing sink keeps its batch and retries with
 backoff; the queue absorbs the wait. Retention runs in the same task, every
-`purge_interval` seconds. `close` drains the queue before it returns.
+`purge_interval` seconds. A sink that keeps records aside while its backend is away
+(the PostgreSQL sink's spool) has `backlog()` and `replay()`: an idle writer calls
+`replay` every `REPLAY_INTERVAL` seconds while the backlog lasts. `close` drains the
+queue before it returns.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ log = logging.getLogger("ktproxy.audit")
 
 _STOP = object()
 DROP_LOG_INTERVAL = 10.0  # seconds between two "queue full" warnings
+REPLAY_INTERVAL = 1.0  # seconds between two replays of a sink's spool while idle
 
 
 @dataclass(slots=True)
@@ -130,12 +134,16 @@ class AuditWriter:
     async def _next_batch(self) -> tuple[list[AuditRecord], bool]:
         """Up to `batch_size` records: waits for the first, then up to `flush_interval`."""
         batch: list[AuditRecord] = []
-        if self.retention_days is None:
+        waits = []  # an idle gateway still purges on time and replays a spool
+        if self.retention_days is not None:
+            waits.append(max(0.0, self._next_purge - time.monotonic()))
+        if self._backlog():
+            waits.append(REPLAY_INTERVAL)
+        if not waits:
             first = await self._queue.get()
-        else:  # an idle gateway still purges on time
+        else:
             try:
-                wait = max(0.0, self._next_purge - time.monotonic())
-                first = await asyncio.wait_for(self._queue.get(), wait)
+                first = await asyncio.wait_for(self._queue.get(), min(waits))
             except TimeoutError:
                 return batch, False
         if first is _STOP:
@@ -158,13 +166,30 @@ class AuditWriter:
             batch.append(item)  # type: ignore[arg-type]
         return batch, False
 
+    def _backlog(self) -> int:
+        """Records the sink holds aside for later (a spool), if it has such a place."""
+        backlog = getattr(self.sink, "backlog", None)
+        return int(backlog()) if backlog is not None else 0
+
     async def _run(self) -> None:
         stopping = False
         while not stopping:
             batch, stopping = await self._next_batch()
             if batch:
                 await self._write(batch, retry=not stopping)
+            elif self._backlog() or stopping:
+                await self._replay()
             await self._maybe_purge()
+
+    async def _replay(self) -> None:
+        """Let a sink with a spool move it on (it says whether its backend is back)."""
+        replay = getattr(self.sink, "replay", None)
+        if replay is None:
+            return
+        try:
+            await asyncio.to_thread(replay)
+        except Exception:
+            log.exception("audit spool replay failed; retried in %.0f s", REPLAY_INTERVAL)
 
     async def _write(self, batch: list[AuditRecord], retry: bool) -> None:
         head = self._head

@@ -11,7 +11,9 @@ requires `pii-detector` to come first in the chain).
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -22,6 +24,7 @@ from ktproxy.audit.record import AuditRecord, Content, PolicyDecision, UpstreamA
 from ktproxy.audit.sink import AuditSink
 from ktproxy.audit.sqlite_sink import SQLiteSink
 from ktproxy.audit.writer import AuditWriter
+from ktproxy.config import SecretRef
 from ktproxy.context import RequestContext
 from ktproxy.policies.base import Policy, StreamFilter
 from ktproxy.policies.resources import PolicyResources
@@ -30,13 +33,27 @@ NAME = "audit-logger"
 _CONTENT = "audit-logger.content"  # ctx.state key: {"request": [...], "response": [...]}
 
 
+class PostgresOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """`sink: postgres`: where the fleet's audit table lives, and the local spool."""
+
+    # The DSN may hold a password, so it comes from the environment.
+    dsn_ref: SecretRef
+    schema: Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "ktproxy"
+    # Records wait here while PostgreSQL is unreachable; `{instance}` as for `path`.
+    spool_path: str = "ktproxy-audit-spool-{instance}.jsonl"
+    # Beyond this size, records are dropped and counted (ktproxy_audit_records_total).
+    spool_max_bytes: Annotated[int, Meta(ge=4096)] = 256 << 20
+    connect_timeout_s: Annotated[float, Meta(gt=0, le=300)] = 5.0
+
+
 class AuditOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Options of `audit-logger`."""
 
-    sink: Literal["sqlite", "jsonl"] = "sqlite"
+    sink: Literal["sqlite", "jsonl", "postgres"] = "sqlite"
     # Default: ktproxy-audit.db (sqlite), ktproxy-audit-{instance}.jsonl (jsonl).
     # `{instance}` is replaced by the gateway instance name.
     path: str | None = None
+    postgres: PostgresOptions | None = None
     store_content: Literal["none", "redacted"] = "none"
     # Longest assistant text stored per record (a stream may run on without end).
     max_content_chars: Annotated[int, Meta(ge=1024)] = 1 << 20
@@ -52,9 +69,18 @@ class AuditOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     max_file_bytes: Annotated[int, Meta(ge=4096)] = 64 << 20
     keep_files: Annotated[int, Meta(ge=1)] = 100
 
+    def __post_init__(self) -> None:
+        if self.sink == "postgres" and self.postgres is None:
+            raise ValueError("sink: postgres needs `postgres: {dsn_ref: {env: NAME}}`")
+        if self.sink == "postgres" and self.path is not None:
+            raise ValueError("sink: postgres has no `path`; its spool is `postgres.spool_path`")
+
 
 def path_template(options: AuditOptions) -> str:
-    """The configured path, or the sink's default; may contain `{instance}`."""
+    """The configured path, or the sink's default; may contain `{instance}`. For
+    PostgreSQL, the local spool's path."""
+    if options.postgres is not None and options.sink == "postgres":
+        return options.postgres.spool_path
     default = "ktproxy-audit.db" if options.sink == "sqlite" else "ktproxy-audit-{instance}.jsonl"
     return options.path or default
 
@@ -65,11 +91,46 @@ def sink_path(options: AuditOptions, instance: str) -> str:
     return path_template(options).replace("{instance}", safe)
 
 
-def make_sink(options: AuditOptions, path: str) -> AuditSink:
-    """The sink `options` describe, writing at `path`."""
-    if options.sink == "jsonl":
-        return JSONLSink(path, options.max_file_bytes, options.keep_files)
+def _sqlite(options: AuditOptions, path: str | None) -> AuditSink:
+    assert path is not None
     return SQLiteSink(path)
+
+
+def _jsonl(options: AuditOptions, path: str | None) -> AuditSink:
+    assert path is not None
+    return JSONLSink(path, options.max_file_bytes, options.keep_files)
+
+
+def _postgres(options: AuditOptions, path: str | None) -> AuditSink:
+    # Imported here: asyncpg is only needed when this sink is configured.
+    from ktproxy.audit.postgres_sink import PostgresSink
+
+    pg = options.postgres
+    assert pg is not None
+    template = pg.spool_path
+    return PostgresSink(
+        os.environ.get(pg.dsn_ref.env),
+        pg.schema,
+        spool_path=path,
+        spool_max_bytes=pg.spool_max_bytes,
+        spool_pattern=template.replace("{instance}", "*") if "{instance}" in template else None,
+        connect_timeout=pg.connect_timeout_s,
+        dsn_source=f"environment variable {pg.dsn_ref.env} (postgres.dsn_ref)",
+    )
+
+
+# `sink:` → the factory of that sink, given the options and the path it writes (None:
+# a reader's sink, e.g. `kt audit query` on PostgreSQL, which needs no local file).
+SINKS: dict[str, Callable[[AuditOptions, str | None], AuditSink]] = {
+    "sqlite": _sqlite,
+    "jsonl": _jsonl,
+    "postgres": _postgres,
+}
+
+
+def make_sink(options: AuditOptions, path: str | None) -> AuditSink:
+    """The sink `options` describe, at `path` (its file, or its spool)."""
+    return SINKS[options.sink](options, path)
 
 
 TRUNCATED = " [truncated]"

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/policy-config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest sanitize fuzz eval bench loadtest loadtest-smoke docker-steps clean
+.PHONY: run test lint typecheck pytest sanitize fuzz fuzz-asan-build fuzz-long valgrind eval bench loadtest loadtest-smoke docker-steps clean
 
 FUZZ_SECONDS ?= 20
 SANITIZE_DIR := build/sanitize
@@ -51,6 +51,66 @@ fuzz: $(STAMP)
 	mkdir -p build/fuzz-corpus
 	PYTHONPATH=$(CURDIR) $(BIN)/python fuzz/fuzz_scan.py -max_total_time=$(FUZZ_SECONDS) \
 	  -artifact_prefix=build/ build/fuzz-corpus
+
+## fuzz-long: every fuzz target (fuzz/fuzz_*.py) for FUZZ_SECONDS each (default 600), one
+## after the other, against a copy of the extension built with ASan + UBSan (not part of
+## `test`). gcc's libasan, preloaded as `sanitize` does, would take over libFuzzer's
+## coverage hooks and blind atheris; so the objects are compiled with the sanitizers but
+## linked without a runtime, and the runtime is the one atheris ships with libFuzzer inside
+## (asan_with_fuzzer.so, which also carries the UBSan handlers and the trace-cmp hooks).
+## Crashes: build/fuzz-crash-*; corpora: build/fuzz-corpus-*.
+FUZZ_ASAN_DIR ?= build/fuzz-asan
+# trace-cmp: the C code's comparisons feed libFuzzer's value profile (-use_value_profile=1),
+# so the fuzzer is guided by the extension's branches too, not only by the reference's.
+FUZZ_SAN      := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+  -fsanitize-coverage=trace-cmp
+FUZZ_TARGETS  ?= scan normalize stream
+# Short allocation stacks and a smaller quarantine: 5x the executions per second under
+# CPython's allocation rate; the faulting access's stack stays complete.
+FUZZ_ASAN_OPTIONS ?= detect_leaks=0:allocator_may_return_null=1:malloc_context_size=4:quarantine_size_mb=64
+fuzz-asan-build: $(STAMP)
+	rm -rf $(FUZZ_ASAN_DIR) && mkdir -p $(FUZZ_ASAN_DIR)/obj
+	cp -r ktproxy $(FUZZ_ASAN_DIR)/ && rm -f $(FUZZ_ASAN_DIR)/ktproxy/_ktscan*.so
+	set -e; inc=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])'); \
+	for src in ext/*.c; do \
+	  gcc -c -fPIC -O1 -g -std=c11 -Wall -Wextra -Werror $(FUZZ_SAN) -I"$$inc" \
+	    -o $(FUZZ_ASAN_DIR)/obj/$$(basename $$src .c).o $$src; \
+	done; \
+	gcc -shared -o $(FUZZ_ASAN_DIR)/ktproxy/_ktscan$$($(BIN)/python -c \
+	  'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))') $(FUZZ_ASAN_DIR)/obj/*.o
+
+fuzz-long: FUZZ_SECONDS = 600
+fuzz-long: fuzz-asan-build
+	set -e; runtime=$$($(BIN)/python -c 'import atheris; print(atheris.path())')/asan_with_fuzzer.so; \
+	LD_PRELOAD=$$runtime ASAN_OPTIONS=detect_leaks=0 PYTHONPATH=$(CURDIR)/$(FUZZ_ASAN_DIR) \
+	  $(BIN)/python fuzz/check_build.py $(CURDIR)/$(FUZZ_ASAN_DIR); \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz-corpus-$$t; \
+	  LD_PRELOAD=$$runtime PYTHONPATH=$(CURDIR)/$(FUZZ_ASAN_DIR) \
+	    ASAN_OPTIONS=$(FUZZ_ASAN_OPTIONS) \
+	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    $(BIN)/python fuzz/fuzz_$$t.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -use_value_profile=1 \
+	    -print_final_stats=1 -artifact_prefix=build/fuzz-crash-$$t- build/fuzz-corpus-$$t; \
+	done
+
+## valgrind: the scan tests under memcheck against a copy of the extension built as
+## shipped (-O3, no sanitizer) plus -g, with the system allocator so memcheck sees every
+## block (slow: tens of minutes; not part of `test`). Suppressions, each justified, are
+## for CPython 3.11 and third-party noise only: fuzz/valgrind-python.supp.
+VALGRIND_DIR          := build/valgrind
+VALGRIND_PYTEST_ARGS  ?= tests/scan
+valgrind: $(STAMP)
+	command -v valgrind >/dev/null || { command -v apt-get >/dev/null && \
+	  (apt-get install -y valgrind || sudo apt-get install -y valgrind); } || \
+	  { echo "valgrind is missing: install it (apt-get install valgrind)"; exit 1; }
+	rm -rf $(VALGRIND_DIR) && mkdir -p $(VALGRIND_DIR)
+	cp -r ktproxy ext tests setup.py pyproject.toml README.md $(VALGRIND_DIR)/
+	rm -f $(VALGRIND_DIR)/ktproxy/_ktscan*.so
+	cd $(VALGRIND_DIR) && CFLAGS=-g CI=true $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
+	cd $(VALGRIND_DIR) && CI=true PYTHONMALLOC=malloc valgrind --tool=memcheck \
+	  --error-exitcode=1 --errors-for-leak-kinds=definite --leak-check=full --show-leak-kinds=definite \
+	  --num-callers=40 --suppressions=$(CURDIR)/fuzz/valgrind-python.supp \
+	  $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider $(VALGRIND_PYTEST_ARGS)
 
 ## docker-steps: the Dockerfile's build steps as a script (no Docker engine needed): build
 ## the wheel as the build stage does, install it into a fresh virtualenv, start the

@@ -48,6 +48,7 @@ from ktproxy.providers.base import Provider, UpstreamCall, UpstreamResponse
 from ktproxy.providers.registry import NETWORKED
 from ktproxy.providers.router import Route
 from ktproxy.runtime import Runtime
+from ktproxy.secrets_scrub import scrub_headers, scrub_secrets
 from ktproxy.state import STATE
 from ktproxy.wire.openai import ChatRequestHead, request_head_decoder
 from ktproxy.wire.sse import data_event
@@ -439,12 +440,16 @@ async def _exchange(
     ctx.upstream_ms = round((time.perf_counter() - sent) * 1000, 3)
     ctx.target_id, ctx.provider = route.provider.target.id, route.provider.kind
     ctx.upstream_model = route.upstream_model
+    # The keys this call carried: an upstream echoing them (an error body, a header)
+    # must not hand the gateway's key to the client.
+    secrets = (route.provider.api_key, _client_key(request, surface))
+    upstream.headers = scrub_headers(upstream.headers, secrets)
     try:
         if ctx.stream and upstream.status == 200 and upstream.is_event_stream:
             return await _relay_stream(
                 request, surface, chain, upstream, ctx, group.needs_usage, strip_usage
             )
-        return await _whole_response(surface, chain, upstream, ctx, group.needs_usage)
+        return await _whole_response(surface, chain, upstream, ctx, group.needs_usage, secrets)
     finally:
         upstream.close()
 
@@ -464,11 +469,12 @@ async def _whole_response(
     upstream: UpstreamResponse,
     ctx: RequestContext,
     needs_usage: bool,
+    secrets: tuple[str | None, ...] = (),
 ) -> web.Response:
     body = await upstream.read()
     status = upstream.status
     if status >= 400:
-        body = _error_body(body, status)
+        body = scrub_secrets(_error_body(body, status), secrets)
         if surface.error_from_chat is not None:
             body = surface.error_from_chat(status, body)
     elif chain.has_response_hooks or needs_usage:

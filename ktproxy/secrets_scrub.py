@@ -6,7 +6,8 @@ in a response header the gateway passes on (`x-request-id`). The upstream key is
 gateway's secret, not the client's, so such echoes must not reach the client.
 
 `scrub_secrets` replaces, in a body, every token that contains any 8-character piece
-of a key (so masked and truncated forms go too), the key's base64 forms (an echoed
+of a key (so masked and truncated forms go too; a piece that reads like an
+ordinary lower-case word counts only as the key's start), the key's base64 forms (an echoed
 `Authorization: Basic ...`), and the key itself; `scrub_headers` does the same to
 header values. Both run on error bodies and headers only, never on the per-chunk
 path, and return their input unchanged (the same object) when there is nothing to do.
@@ -30,6 +31,12 @@ MIN_PIECE = 8
 # What a token around an echoed piece may be made of: key alphabets, the `*` of masked
 # keys, and base64's `+/=`. Only runs of at least `MIN_PIECE` of these can hold a piece.
 _TOKEN_RUN = re.compile(rb"[A-Za-z0-9_\-.*+/=:]{%d,}" % MIN_PIECE)
+
+
+# A piece that is only lower-case letters and punctuation ("upstream", "gateway-") is
+# as likely an ordinary word of an error message as a piece of a key; such pieces
+# count only as a key's first characters (the part a masked echo shows: "sk-gatew").
+_WORDLIKE = re.compile(rb"[a-z_\-.:/+=*]+")
 
 
 def secret_forms(keys: Iterable[str | None]) -> list[bytes]:
@@ -57,7 +64,12 @@ def _forms(keys: tuple[str, ...]) -> tuple[frozenset[bytes], tuple[bytes, ...]]:
     """`(pieces, literals)` for `keys`, built once per set of keys (the configured ones
     repeat on every request): the `MIN_PIECE`-long pieces, looked up per token, and
     the short keys and those with characters no token holds, replaced wherever they are."""
-    pieces = frozenset(f for f in secret_forms(keys) if len(f) == MIN_PIECE)
+    prefixes = {key.encode("utf-8")[:MIN_PIECE] for key in keys}
+    pieces = frozenset(
+        f
+        for f in secret_forms(keys)
+        if len(f) == MIN_PIECE and (f in prefixes or not _WORDLIKE.fullmatch(f))
+    )
     literals = tuple(
         raw
         for key in keys
@@ -94,11 +106,11 @@ def scrub_secrets(body: bytes, keys: Iterable[str | None]) -> bytes:
 def _finder(keys: tuple[str, ...]) -> ahocorasick.Automaton | None:
     """An automaton of every secret form of `keys`, so that the headers of every
     response (almost always clean) cost one C-level scan per value, not a Python loop."""
-    forms = secret_forms(keys)
-    if not forms:
+    pieces, literals = _forms(keys)
+    if not pieces and not literals:
         return None
     automaton = ahocorasick.Automaton()
-    for form in forms:
+    for form in (*pieces, *literals):
         text = form.decode("utf-8", "surrogateescape")
         automaton.add_word(text, text)
     automaton.make_automaton()

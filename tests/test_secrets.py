@@ -453,3 +453,35 @@ def test_scrub_secrets_handles_short_keys_and_keys_of_any_characters() -> None:
     odd = "p@ss w0rd~with spaces"
     assert scrub_secrets(f'{{"k": "{odd}"}}'.encode(), [odd]) == b'{"k": "[REDACTED]"}'
     assert scrub_secrets(b"nothing here", [None, ""]) == b"nothing here"
+
+
+def test_an_error_event_in_a_stream_does_not_carry_the_key(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream, tmp_path: Path
+) -> None:
+    """A hostile upstream that answers 200 and then streams an error event echoing the
+    call's key: the event reaches the client, the key does not."""
+    # No pii-detector (which would redact an OpenAI-shaped key anyway): the gateway's
+    # own scrubbing is what is tested, for a key of any shape.
+    config = secrets_config(upstream.url, "jsonl", tmp_path).replace(
+        "chain: [prompt-injection, pii-detector, audit-logger]", "chain: [audit-logger]"
+    )
+    assert "chain: [audit-logger]" in config
+    gw = make_gateway(config, ENV)
+    for api_key, key in (("any", UPSTREAM_KEY), (CLIENT_KEY, CLIENT_KEY)):
+        echo = (
+            b'data: {"error": {"message": "Incorrect API key provided: '
+            + key.encode()
+            + b'", "type": "invalid_request_error", "code": "invalid_api_key"}}\n\n'
+        )
+        upstream.enqueue(Reply(content="one two three", extra_events=[echo]))
+        with httpx.stream(
+            "POST",
+            f"{gw.url}/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": MSG, "stream": True},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=30,
+        ) as response:
+            assert response.status_code == 200
+            body = response.read()
+        assert b"Incorrect API key provided: [REDACTED]" in body
+        assert leaks(body) == []

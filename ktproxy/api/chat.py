@@ -447,7 +447,7 @@ async def _exchange(
     try:
         if ctx.stream and upstream.status == 200 and upstream.is_event_stream:
             return await _relay_stream(
-                request, surface, chain, upstream, ctx, group.needs_usage, strip_usage
+                request, surface, chain, upstream, ctx, group.needs_usage, strip_usage, secrets
             )
         return await _whole_response(surface, chain, upstream, ctx, group.needs_usage, secrets)
     finally:
@@ -515,6 +515,7 @@ async def _relay_stream(
     ctx: RequestContext,
     needs_usage: bool,
     strip_usage: bool,
+    secrets: tuple[str | None, ...] = (),
 ) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=_response_headers(upstream, ctx.request_id))
     response.content_type = "text/event-stream"
@@ -528,7 +529,7 @@ async def _relay_stream(
     rewriters = request.app[STATE].rewriters
     try:
         return await _relay_events(
-            surface, chain, upstream, ctx, response, needs_usage, strip_usage, rewriters
+            surface, chain, upstream, ctx, response, needs_usage, strip_usage, rewriters, secrets
         )
     finally:
         streams.dec()
@@ -543,6 +544,7 @@ async def _relay_events(
     needs_usage: bool,
     strip_usage: bool,
     rewriters: WeakSet[StreamRewriter],
+    secrets: tuple[str | None, ...] = (),
 ) -> web.StreamResponse:
     # Without stream filters the bytes go on unparsed, unless usage must be read.
     parse = chain.has_stream_filters or needs_usage
@@ -554,6 +556,8 @@ async def _relay_events(
 
     async def send(data: bytes) -> None:
         nonlocal first
+        if b"error" in data:  # an upstream error event may echo the call's key
+            data = scrub_secrets(data, secrets)
         if translator is not None:
             data = translator.feed(data)
         if not data:

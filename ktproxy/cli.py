@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ktproxy import __version__
 from ktproxy.configcheck import check_file, load_config
+
+if TYPE_CHECKING:
+    from ktproxy.policies.audit_logger import AuditOptions
 
 
 @click.group(context_settings={"auto_envvar_prefix": "KT", "help_option_names": ["-h", "--help"]})
@@ -194,8 +197,10 @@ _CONFIG_OPTION = click.option(
 )
 
 
-def _audit_sinks(path: str) -> list[Any]:
-    from ktproxy.audit.store import audit_options, open_sinks
+def _audit_options(path: str) -> AuditOptions | None:
+    """The audit-logger options of the config at `path` (None without one); a config
+    with errors ends the command with them."""
+    from ktproxy.audit.store import audit_options
     from ktproxy.configcheck import ConfigError
 
     try:
@@ -203,7 +208,13 @@ def _audit_sinks(path: str) -> list[Any]:
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    options = audit_options(loaded)
+    return audit_options(loaded)
+
+
+def _audit_sinks(path: str) -> list[Any]:
+    from ktproxy.audit.store import open_sinks
+
+    options = _audit_options(path)
     if options is None:
         click.echo(f"{path}: audit-logger is not in any policy chain; no audit store", err=True)
         sys.exit(1)
@@ -389,15 +400,7 @@ def audit_migrate(path: str) -> None:
     import asyncio
     import os
 
-    from ktproxy.audit.store import audit_options
-    from ktproxy.configcheck import ConfigError
-
-    try:
-        loaded = load_config(path)
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
-    options = audit_options(loaded)
+    options = _audit_options(path)
     if options is None or options.sink != "postgres" or options.postgres is None:
         sink = options.sink if options else "none"
         click.echo(f"{path}: audit sink is {sink}; it creates its own files, nothing to migrate")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from typing import Any
 
 import msgspec
@@ -21,6 +22,7 @@ from ktproxy.errors import GatewayError, bad_request
 from ktproxy.runtime import Runtime
 from ktproxy.state import STATE
 
+log = logging.getLogger("ktproxy.api")
 MAX_LIMIT = 1000
 
 
@@ -100,12 +102,23 @@ def _read(runtime: Runtime, query: Query) -> Page:
             type="invalid_request_error",
             code="audit_disabled",
         )
-    sinks = open_sinks(options)
     try:
-        return query_sinks(sinks, query) if sinks else Page()
-    finally:
-        for sink in sinks:
-            sink.close()
+        sinks = open_sinks(options)
+        try:
+            return query_sinks(sinks, query) if sinks else Page()
+        finally:
+            for sink in sinks:
+                sink.close()
+    except (OSError, RuntimeError) as exc:  # PostgreSQL away, a store that cannot open
+        log.warning("audit store cannot be read: %s", exc)
+        raise GatewayError(
+            503,
+            "The audit store cannot be read right now; records are kept and the events "
+            "appear once it is back.",
+            type="server_error",
+            code="audit_store_unavailable",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
 async def list_events(request: web.Request) -> web.Response:

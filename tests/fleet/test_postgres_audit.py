@@ -8,12 +8,14 @@ server, then stops (closing every connection through it) and starts again.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -436,8 +438,23 @@ def test_two_gateways_one_table_verify_and_an_edit(
 def test_postgres_away_spools_and_nothing_is_lost(
     postgres_dsn: str, migrated: str, proxy: TcpProxy, tmp_path: Path
 ) -> None:
-    _, port, args = gateway_args(tmp_path, pg_config(migrated, "gw-spool"))
-    env = process_env(KT_AUDIT_DSN=through(postgres_dsn, proxy.port))
+    admin = "admin: {key: {env: KT_TEST_ADMIN_KEY}}\n"
+    _, port, args = gateway_args(tmp_path, pg_config(migrated, "gw-spool") + admin)
+    env = process_env(
+        KT_AUDIT_DSN=through(postgres_dsn, proxy.port), KT_TEST_ADMIN_KEY="kt-admin-0123456789"
+    )
+
+    def events() -> tuple[int, dict[str, Any]]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/kt/events?limit=100",
+            headers={"x-kt-admin-key": "kt-admin-0123456789"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
     sent = 0
     with gateway_process(KT, args, env) as gw:
         gw.wait_for_stdout("Gateway listening")
@@ -452,12 +469,16 @@ def test_postgres_away_spools_and_nothing_is_lost(
         assert wait_until(lambda: metric(port, "ktproxy_audit_spool_records") == 20), gw.output()
         assert metric(port, "ktproxy_audit_spool_bytes") > 0
         assert count(postgres_dsn, migrated) == 5
+        status, body = events()  # the events API says the store is away, clearly
+        assert status == 503 and body["error"]["code"] == "audit_store_unavailable", body
         proxy.start()
         assert wait_until(lambda: metric(port, "ktproxy_audit_spool_records") == 0, 30)
         for i in range(5):
             ask(port, f"after {i}")
             sent += 1
         assert wait_until(lambda: count(postgres_dsn, migrated) == sent), gw.output()
+        status, body = events()
+        assert status == 200 and len(body["data"]) == sent, body
     assert count(postgres_dsn, migrated) == sent == 30
     ok = kt(["audit", "verify", "-c", str(tmp_path / "c.yaml")], postgres_dsn)
     assert ok.returncode == 0, ok.stdout + ok.stderr

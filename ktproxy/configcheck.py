@@ -15,7 +15,7 @@ import os
 import re
 import ssl
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal, Union, get_args, get_origin
@@ -390,8 +390,10 @@ class _Checker:
             seen.add(name)
             self._check_policy_name(name, path + (i,))
 
-    def _check_content_order(self, root: dict[str, Any]) -> None:
-        """`audit-logger` storing content must see it after `pii-detector` redacted it."""
+    def _audit_logger_options(
+        self, root: dict[str, Any]
+    ) -> Iterator[tuple[list[Any], dict[str, Any], Path]]:
+        """Each chain that holds `audit-logger`, with its merged options and its path."""
         policies = root.get("policies")
         global_chain = policies.get("chain") if isinstance(policies, dict) else None
         global_opts = root.get("policy") if isinstance(root.get("policy"), dict) else {}
@@ -410,6 +412,11 @@ class _Checker:
             for source in (global_opts, overrides):
                 if isinstance(source, dict) and isinstance(source.get("audit-logger"), dict):
                     opts.update(source["audit-logger"])
+            yield chain, opts, where
+
+    def _check_content_order(self, root: dict[str, Any]) -> None:
+        """`audit-logger` storing content must see it after `pii-detector` redacted it."""
+        for chain, opts, where in self._audit_logger_options(root):
             if opts.get("store_content") != "redacted":
                 continue
             position = chain.index("audit-logger")
@@ -419,6 +426,24 @@ class _Checker:
                     "audit-logger stores content (store_content: redacted), so pii-detector "
                     "must come before it in the chain",
                 )
+
+    def _check_audit_dsn(self, root: dict[str, Any]) -> None:
+        """`sink: postgres` needs its DSN's environment variable (once per variable)."""
+        reported: set[str] = set()
+        for _chain, opts, _where in self._audit_logger_options(root):
+            postgres = opts.get("postgres")
+            if opts.get("sink") != "postgres" or not isinstance(postgres, dict):
+                continue
+            ref = postgres.get("dsn_ref")
+            env = ref.get("env") if isinstance(ref, dict) else None
+            if not isinstance(env, str) or not env or env in reported or self.env.get(env):
+                continue
+            reported.add(env)
+            self.add(
+                ("policy", "audit-logger", "postgres", "dsn_ref", "env"),
+                f"environment variable {env} is not set; the audit-logger cannot reach PostgreSQL",
+                "error" if self.for_start else "warning",
+            )
 
     def check_gateway(self, value: dict[str, Any], path: Path) -> None:
         def number(key: str) -> int | None:
@@ -503,6 +528,7 @@ class _Checker:
 
     def check_root(self, value: dict[str, Any], path: Path) -> None:
         self._check_content_order(value)
+        self._check_audit_dsn(value)
         options = value.get("policy")
         if not isinstance(options, dict):
             return

@@ -1296,3 +1296,28 @@ _configs = st.builds(
 @given(_configs)
 def test_round_trip_property(config: Config) -> None:
     assert round_trip(config) == config
+
+
+PG_LINT = """
+providers:
+  targets:
+    - {id: echo, provider: mock, model: gpt-4o}
+policies:
+  chain: [audit-logger]
+policy:
+  audit-logger: {sink: postgres, postgres: {dsn_ref: {env: KT_LINT_DSN}}}
+"""
+
+
+@pytest.mark.parametrize(("for_start", "prefix"), [(True, ""), (False, "warning: ")])
+def test_lint_names_an_unset_dsn_variable(for_start: bool, prefix: str) -> None:
+    """No server needed: lint only reads the environment."""
+    _, problems = check_text(PG_LINT, env={}, for_start=for_start)
+    messages = [p.format("c.yaml") for p in problems]
+    expected = (
+        f"{prefix}$.policy.audit-logger.postgres.dsn_ref.env: environment variable "
+        "KT_LINT_DSN is not set; the audit-logger cannot reach PostgreSQL"
+    )
+    assert any(expected in m for m in messages), messages
+    _, problems = check_text(PG_LINT, env={"KT_LINT_DSN": "postgresql://x@h/db"})
+    assert not any("KT_LINT_DSN" in p.format("c.yaml") for p in problems)

@@ -58,6 +58,7 @@ def _backend(state: GatewayState, loaded: LoadedConfig) -> StateBackend:
 
 
 def _build(state: GatewayState, loaded: LoadedConfig, backend: StateBackend) -> Runtime:
+    state.resources.pseudonyms = backend.pseudonyms
     return build_runtime(
         loaded,
         state.pool,

@@ -253,6 +253,9 @@ class RedisState(Struct, forbid_unknown_fields=True, frozen=True):
     # After a failed call the backend is not asked again for this long; requests get
     # the feature's `on_backend_error` at once instead of each waiting for a timeout.
     retry_interval: Annotated[float, Meta(gt=0, le=300)] = 1.0
+    # The environment variable holding the secret that encrypts pseudonymised values
+    # (`pii-detector` with `scope: conversation`) at rest; at least 16 characters.
+    encryption_key_ref: SecretRef | None = None
 
 
 class RateLimitState(Struct, forbid_unknown_fields=True, frozen=True):
@@ -270,6 +273,15 @@ class BudgetState(Struct, forbid_unknown_fields=True, frozen=True):
     on_backend_error: OnBackendError = "fail-closed"
 
 
+class PseudonymState(Struct, forbid_unknown_fields=True, frozen=True):
+    """What conversation-scoped pseudonyms do while the backend is unreachable. Default
+    fail-closed: a request with a conversation id is refused (503) rather than sent with
+    placeholders that a later turn could not restore, or restored to the wrong values.
+    fail-open: that request gets per-request placeholders, as without the header."""
+
+    on_backend_error: OnBackendError = "fail-closed"
+
+
 class State(Struct, forbid_unknown_fields=True, frozen=True):
     """Where rate-limit and budget counters are kept (DESIGN §6).
 
@@ -281,6 +293,7 @@ class State(Struct, forbid_unknown_fields=True, frozen=True):
     redis: RedisState | None = None
     rate_limits: RateLimitState = RateLimitState()
     budgets: BudgetState = BudgetState()
+    pseudonyms: PseudonymState = PseudonymState()
 
     def __post_init__(self) -> None:
         if self.backend == "redis" and self.redis is None:

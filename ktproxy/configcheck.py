@@ -495,6 +495,51 @@ class _Checker:
                 path + ("redis", "url", "env"),
                 f"environment variable {env} does not hold a redis://, rediss:// or unix:// URL",
             )
+        self._check_vault_key(redis, path + ("redis",))
+
+    def _check_vault_key(self, redis: dict[str, Any], path: Path) -> None:
+        """Conversation pseudonyms in Redis are encrypted: the secret must be there."""
+        if not self._conversation_pseudonyms():
+            return
+        ref = redis.get("encryption_key_ref")
+        if ref is None:
+            self.add(
+                path,
+                "pii-detector keeps pseudonyms per conversation (scope: conversation), so "
+                "state.redis needs encryption_key_ref: {env: ...} to encrypt them at rest",
+            )
+            return
+        env = ref.get("env") if isinstance(ref, dict) else None
+        if not isinstance(env, str) or not env:
+            return  # reported by the type walk
+        secret = self.env.get(env)
+        if not secret:
+            self.add(
+                path + ("encryption_key_ref", "env"),
+                f"environment variable {env} is not set; conversation pseudonyms cannot be "
+                "encrypted",
+                "error" if self.for_start else "warning",
+            )
+        elif len(secret) < 16:
+            self.add(
+                path + ("encryption_key_ref", "env"),
+                f"environment variable {env} must hold at least 16 characters",
+            )
+
+    def _conversation_pseudonyms(self) -> bool:
+        """Whether any pii-detector options (global or a group's) say scope: conversation."""
+        root = self.root if isinstance(self.root, dict) else {}
+        sources = [root.get("policy")]
+        consumers = root.get("consumers")
+        groups = consumers.get("groups") if isinstance(consumers, dict) else None
+        for group in groups if isinstance(groups, list) else []:
+            if isinstance(group, dict):
+                sources.append(group.get("policy"))
+        for source in sources:
+            opts = source.get("pii-detector") if isinstance(source, dict) else None
+            if isinstance(opts, dict) and opts.get("scope") == "conversation":
+                return True
+        return False
 
     def check_routing(self, value: dict[str, Any], path: Path) -> None:
         models = value.get("models")

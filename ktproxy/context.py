@@ -7,6 +7,7 @@ through documented attributes; nothing here knows about providers or HTTP.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +67,9 @@ class RequestContext:
     # A sampled stream: seconds of each stream filter call, by policy (for /metrics);
     # None for the streams that are not timed (see `CompiledChain.time_stream`).
     chunk_seconds: dict[str, list[float]] | None = None
+    # The client's request headers (case-insensitive in the gateway), e.g. a
+    # conversation id for `pii-detector`.
+    headers: Mapping[str, str] = field(default_factory=dict)
     # Scratch space for policies (keyed by policy name), e.g. pseudonym tables.
     state: dict[str, Any] = field(default_factory=dict)
     _body: dict[str, Any] | None = None

@@ -168,6 +168,19 @@ def state_unavailable(group: str, feature: str, retry_after: float) -> GatewayEr
     )
 
 
+def backend_unavailable(feature: str, retry_after: float) -> GatewayError:
+    """503: a policy's state (e.g. `pseudonyms`) cannot be read and it fails closed."""
+    seconds = max(1, math.ceil(retry_after))
+    return GatewayError(
+        503,
+        f"The {feature} of this request cannot be kept (the state backend is unavailable), "
+        f"so the request is refused. Try again in {seconds} s.",
+        type="server_error",
+        code="state_backend_unavailable",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
 def model_not_allowed(model: str, group: str) -> GatewayError:
     """404 like OpenAI's: the model does not exist *for this caller*."""
     return GatewayError(

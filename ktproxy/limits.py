@@ -32,10 +32,14 @@ class Refusal:
     retry_after: float  # seconds
 
 
+# What a shared backend keeps: named in logs, metrics and the client's error.
+Feature = Literal["rate limits", "budgets", "pseudonyms"]
+
+
 class StateUnavailable(Exception):
     """A shared backend could not answer and the feature is set to fail closed."""
 
-    def __init__(self, feature: Literal["rate limits", "budgets"], retry_after: float) -> None:
+    def __init__(self, feature: Feature, retry_after: float) -> None:
         super().__init__(f"{feature}: state backend unavailable")
         self.feature = feature
         self.retry_after = retry_after

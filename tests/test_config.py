@@ -736,7 +736,10 @@ def test_planned_message_lists_available_policies(redactor: str, planned: str) -
 # Its options start on line 7 (the policy's own key is on line 6).
 PII = MINIMAL + "policies: {chain: [pii-detector]}\npolicy:\n  pii-detector:\n"
 PII_PATH = "$.policy.pii-detector"
-PII_KEYS = "action, entities, direction, placeholder, max_hold"
+PII_KEYS = (
+    "action, entities, direction, placeholder, max_hold, scope, conversation_header, "
+    "conversation_ttl_s"
+)
 
 
 @pytest.mark.parametrize(
@@ -1321,3 +1324,35 @@ def test_lint_names_an_unset_dsn_variable(for_start: bool, prefix: str) -> None:
     assert any(expected in m for m in messages), messages
     _, problems = check_text(PG_LINT, env={"KT_LINT_DSN": "postgresql://x@h/db"})
     assert not any("KT_LINT_DSN" in p.format("c.yaml") for p in problems)
+
+
+CONVERSATION = (
+    MINIMAL
+    + "policies: {chain: [pii-detector]}\n"
+    + "state:\n  backend: redis\n  redis: {url: {env: RURL}}\n"
+    + "policy:\n  pii-detector: {action: pseudonymize, scope: conversation}\n"
+)
+
+
+def test_conversation_pseudonyms_in_redis_need_an_encryption_key() -> None:
+    env = {"RURL": "redis://127.0.0.1:6379/15"}
+    assert lint(CONVERSATION, env) == [
+        "c.yaml:7: $.state.redis: pii-detector keeps pseudonyms per conversation (scope: "
+        "conversation), so state.redis needs encryption_key_ref: {env: ...} to encrypt "
+        "them at rest"
+    ]
+    text = CONVERSATION.replace(
+        "{url: {env: RURL}}", "{url: {env: RURL}, encryption_key_ref: {env: K}}"
+    )
+    assert lint(text, {**env, "K": "short"}) == [
+        "c.yaml:7: $.state.redis.encryption_key_ref.env: environment variable K must hold "
+        "at least 16 characters"
+    ]
+    assert lint(text, {**env, "K": "x" * 16}) == []
+
+
+def test_scope_conversation_needs_pseudonymize() -> None:
+    text = PII + "    scope: conversation\n"
+    assert lint(text) == [
+        "c.yaml:6: $.policy.pii-detector: scope: conversation applies to action: pseudonymize only"
+    ]

@@ -26,6 +26,7 @@ from ktproxy.consumers import Group
 from ktproxy.context import Decision, RequestContext
 from ktproxy.errors import (
     GatewayError,
+    backend_unavailable,
     bad_request,
     budget_exceeded,
     model_not_allowed,
@@ -307,6 +308,7 @@ async def _serve(
         if group is None:
             raise unauthorized(identity.presented)
         ctx.consumer = group.id
+        ctx.headers = request.headers
         _check_content_type(request)
         ctx.raw_body = await read_body(request, runtime.max_body_bytes)
         if surface.to_chat is not None:
@@ -398,6 +400,8 @@ async def _exchange(
         except PolicyViolation as exc:
             _note_block(ctx, exc)
             raise violation_error(exc.policy, exc.code, exc.message) from None
+        except StateUnavailable as exc:  # pseudonyms, failing closed
+            raise backend_unavailable(exc.feature, exc.retry_after) from None
     strip_usage = False
     if ctx.stream and group.needs_usage:
         options = ctx.body.get("stream_options")

@@ -8,17 +8,21 @@ from typing import Protocol
 
 from ktproxy.budgets import BudgetKeeper, LocalBudgets
 from ktproxy.config import State
+from ktproxy.fleet.pseudonyms import MemoryPseudonyms, PseudonymVault
 from ktproxy.limits import LocalRateLimiter, RateLimiter
 
 
 class StateBackend(Protocol):
-    """A rate limiter and a budget keeper sharing one store."""
+    """A rate limiter, a budget keeper and a pseudonym vault sharing one store."""
 
     @property
     def limiter(self) -> RateLimiter: ...
 
     @property
     def budgets(self) -> BudgetKeeper: ...
+
+    @property
+    def pseudonyms(self) -> PseudonymVault: ...
 
     @property
     def errors(self) -> dict[tuple[str, str], int]:
@@ -34,6 +38,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self.limiter = LocalRateLimiter()
         self.budgets = LocalBudgets()
+        self.pseudonyms = MemoryPseudonyms()
         self.errors: dict[tuple[str, str], int] = {}
 
     @classmethod

@@ -1,4 +1,4 @@
-"""The Redis state backend: one pooled client for rate limits and budgets."""
+"""The Redis state backend: one pooled client for rate limits, budgets and pseudonyms."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from ktproxy.config import State
 from ktproxy.fleet.redis_budgets import RedisBudgets
 from ktproxy.fleet.redis_client import Guard, connect
 from ktproxy.fleet.redis_limits import RedisRateLimiter
+from ktproxy.fleet.redis_pseudonyms import RedisPseudonyms
 
 
 class RedisBackend:
@@ -24,6 +25,17 @@ class RedisBackend:
         )
         self.budgets = RedisBudgets(
             self.client, spec.key_prefix, self.guard, state.budgets.on_backend_error
+        )
+        secret = None
+        if spec.encryption_key_ref is not None:
+            secret = env.get(spec.encryption_key_ref.env)
+            if not secret:
+                raise ValueError(
+                    f"environment variable {spec.encryption_key_ref.env} "
+                    "(state.redis.encryption_key_ref) is not set"
+                )
+        self.pseudonyms = RedisPseudonyms(
+            self.client, spec.key_prefix, self.guard, state.pseudonyms.on_backend_error, secret
         )
         self.errors = self.guard.errors
 

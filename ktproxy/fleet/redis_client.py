@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -21,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ktproxy.config import OnBackendError, RedisState
-from ktproxy.limits import StateUnavailable
+from ktproxy.limits import Feature, StateUnavailable
 
 log = logging.getLogger("ktproxy.state")
 
@@ -98,6 +99,5 @@ class Guard:
         if outcome == "served":
             return None
         wait = max(self._down_until - now, self.retry_interval)
-        if feature == "budgets":
-            return StateUnavailable("budgets", wait)
-        return StateUnavailable("rate limits", wait)
+        # Only the features with an `on_backend_error` fail closed ("budget usage" never).
+        return StateUnavailable(cast(Feature, feature), wait)

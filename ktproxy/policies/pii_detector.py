@@ -10,21 +10,30 @@ Actions: `redact` (`[REDACTED:EMAIL]`), `mask` (`j***@example.com`, `****1111`),
 before the value is sent), `pseudonymize` (stable per-request placeholders such as
 `<EMAIL_1>` upstream, originals restored in the response, streamed too), `log`
 (count only). Decisions carry counts by kind, never values.
+
+Pseudonyms are per request by default. With `scope: conversation` and the request
+carrying `conversation_header`, they come from the state backend's vault, keyed by
+consumer group and conversation id: one value keeps one placeholder across turns and
+gateways, for `conversation_ttl_s` seconds after the last turn.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 from ktproxy.context import Decision, RequestContext
+from ktproxy.fleet.pseudonyms import MemoryPseudonyms, PseudonymVault, placeholder
 from ktproxy.policies.base import Policy, PolicyViolation
 from ktproxy.scan.kinds import GROUPS, KIND_INDEX, KINDS, mask_of
 from ktproxy.scan.redactor import Replace, StreamRedactor, redact_text
+
+if TYPE_CHECKING:
+    from ktproxy.policies.resources import PolicyResources
 
 EntityName = Literal[
     "EMAIL", "PHONE", "SSN", "CREDIT_CARD", "IPV4", "IPV6", "IBAN", "OPENAI_KEY",
@@ -45,8 +54,14 @@ class PIIOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     placeholder: str = "[REDACTED:{kind}]"
     # Longest tail of a stream held back while it may still become a value.
     max_hold: Annotated[int, Meta(ge=32, le=65536)] = 256
+    # pseudonymize: placeholders per request, or per conversation (see the module doc).
+    scope: Literal["request", "conversation"] = "request"
+    conversation_header: Annotated[str, Meta(min_length=1)] = "x-kt-conversation-id"
+    conversation_ttl_s: Annotated[int, Meta(ge=1, le=90 * 86400)] = 86400
 
     def __post_init__(self) -> None:
+        if self.scope == "conversation" and self.action != "pseudonymize":
+            raise ValueError("scope: conversation applies to action: pseudonymize only")
         if "{kind}" not in self.placeholder:
             raise ValueError("placeholder must contain {kind}")
         if set(self.placeholder) & {'"', "\\", "<", ">"}:
@@ -74,10 +89,21 @@ class _Pseudonyms:
             return known
         number = self.counts.get(kind, 0) + 1
         self.counts[kind] = number
-        token = f"<{KINDS[kind]}_{number}>"
+        token = placeholder(KINDS[kind], number)
         self.forward[value] = token
         self.reverse[token] = value
         return token
+
+    def load(self, table: dict[str, str]) -> None:
+        """Take a conversation's placeholder -> value table (before any `placeholder`)."""
+        for token, value in table.items():
+            match = _PSEUDONYM.fullmatch(token)
+            kind = KIND_INDEX.get(match.group(1)) if match else None
+            if match is None or kind is None:
+                continue
+            self.forward[value] = token
+            self.reverse[token] = value
+            self.counts[kind] = max(self.counts.get(kind, 0), int(match.group(2)))
 
     def restore(self, text: str) -> str:
         if "<" not in text:
@@ -138,6 +164,12 @@ class PIIDetector(Policy):
         self.on_request_side = options.direction in ("request", "both")
         self.on_response_side = options.direction in ("response", "both")
         self.pseudonymize = options.action == "pseudonymize"
+        self.per_conversation = self.pseudonymize and options.scope == "conversation"
+        self.vault: PseudonymVault = MemoryPseudonyms()
+
+    async def start(self, resources: PolicyResources) -> None:
+        """Conversation pseudonyms use the state backend's vault."""
+        self.vault = resources.pseudonyms
 
     def enabled_hooks(self) -> frozenset[str]:
         hooks = {"on_request"} if self.on_request_side or self.pseudonymize else set()
@@ -211,15 +243,36 @@ class PIIDetector(Policy):
 
     # -- hooks ------------------------------------------------------------------------
 
-    def on_request(self, ctx: RequestContext) -> None:
-        """Before the request leaves: every message text is scanned and handled."""
+    async def on_request(self, ctx: RequestContext) -> None:
+        """Before the request leaves: every message text is scanned and handled. With
+        conversation pseudonyms, the vault first gives every value found its placeholder
+        (may raise `StateUnavailable` when the backend fails closed)."""
         if not (self.on_request_side or self.pseudonymize):
             return
+        if self.per_conversation:
+            await self._load_conversation(ctx)
         replace = self._replacer(ctx, "request")
         if _rewrite_messages(
             ctx.body.get("messages"), lambda t: redact_text(t, self.mask, replace)
         ):
             ctx.mark_body_changed()
+
+    async def _load_conversation(self, ctx: RequestContext) -> None:
+        conversation = ctx.headers.get(self.options.conversation_header)
+        if not conversation:
+            return  # per-request placeholders
+        found: dict[tuple[str, str], None] = {}
+
+        def collect(value: str, kind: int) -> str:
+            found[(value, KINDS[kind])] = None
+            return value
+
+        _rewrite_messages(ctx.body.get("messages"), lambda t: redact_text(t, self.mask, collect))
+        table = await self.vault.assign(
+            ctx.consumer or "", conversation, self.options.conversation_ttl_s, list(found)
+        )
+        if table is not None:  # None: the backend failed open, so per request
+            self._names(ctx).load(table)
 
     def on_response(self, ctx: RequestContext, body: dict[str, Any]) -> bool:
         """A whole response: message content and tool-call arguments."""

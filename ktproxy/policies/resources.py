@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable
 
 from ktproxy.audit.writer import AuditWriter
+from ktproxy.fleet.pseudonyms import MemoryPseudonyms, PseudonymVault
 
 
 def default_instance() -> str:
@@ -45,6 +46,10 @@ class PolicyResources:
     def __init__(self, instance: str | None = None) -> None:
         self.instance = instance_name(instance)
         self._writers: dict[tuple[str, str], AuditWriter] = {}
+        # The state backend's vault, set before a runtime's policies start (they keep
+        # the one they started with, so a reload to another backend leaves the old
+        # runtime's requests on the old vault).
+        self.pseudonyms: PseudonymVault = MemoryPseudonyms()
 
     async def audit_writer(
         self, kind: str, path: str, make: Callable[[], AuditWriter]

@@ -8,14 +8,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import redis
 
 from ktproxy.config import PseudonymState, RedisState, SecretRef, State
 from ktproxy.fleet.redis_backend import RedisBackend
+from ktproxy.limits import StateUnavailable
+from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.fleet.test_redis_limits import URL_VAR, gateways, prefix  # noqa: F401
-from tests.harness import UPSTREAM_KEY, openai_config
+from tests.harness import UPSTREAM_KEY, free_port, openai_config, sdk_client
 
 KEY_VAR = "PSEUDONYM_KEY"  # not KT_: process_env drops those
 SECRET = "a-test-secret-of-enough-length"
@@ -116,3 +119,56 @@ def test_two_gateways_give_one_value_one_placeholder_and_restore_it(
     assert turn2 == "Echo: mail bob@example.com and alice@example.com"
     assert turn3 == "Echo: bob@example.com"
     assert elsewhere == "Echo: mail bob@example.com"
+
+
+@pytest.mark.parametrize("mode", ["fail-closed", "fail-open"])
+async def test_an_unreachable_redis_refuses_or_falls_back_as_configured(mode: str) -> None:
+    """fail-closed: the vault raises `StateUnavailable` (the request gets a 503);
+    fail-open: it answers None (the request gets per-request placeholders)."""
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    spec = RedisState(
+        SecretRef(URL_VAR), key_prefix="kttest:none:", encryption_key_ref=SecretRef(KEY_VAR)
+    )
+    state = State(
+        backend="redis",
+        redis=spec,
+        pseudonyms=PseudonymState(on_backend_error=mode),  # type: ignore[arg-type]
+    )
+    backend = RedisBackend(state, {URL_VAR: url, KEY_VAR: SECRET})
+    try:
+        values = [("alice@example.com", "EMAIL")]
+        if mode == "fail-closed":
+            with pytest.raises(StateUnavailable) as info:
+                await backend.pseudonyms.assign("g", "conv", 60, values)
+            assert info.value.feature == "pseudonyms"
+        else:
+            assert await backend.pseudonyms.assign("g", "conv", 60, values) is None
+    finally:
+        await backend.close()
+
+
+def test_a_gateway_without_its_redis_refuses_conversation_turns_with_503(
+    make_gateway: GatewayFactory, upstream: FakeOpenAIUpstream
+) -> None:
+    """fail-closed end to end: a turn with a conversation id gets 503
+    state_backend_unavailable and never reaches the upstream; one without is served."""
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    gw = make_gateway(
+        _gateway_config(upstream.url, "kttest:none:"),
+        {URL_VAR: url, KEY_VAR: SECRET, "UPSTREAM_KEY": UPSTREAM_KEY},
+    )
+    client = sdk_client(gw)
+    with pytest.raises(openai.APIStatusError) as info:
+        client.with_options(max_retries=0).chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "mail alice@example.com"}],
+            extra_headers={"x-kt-conversation-id": "c-1"},
+        )
+    assert info.value.status_code == 503
+    assert info.value.code == "state_backend_unavailable"
+    assert upstream.requests == []
+    reply = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "mail alice@example.com"}]
+    )
+    assert "alice@example.com" in (reply.choices[0].message.content or "")
+    assert "alice@example.com" not in upstream.requests[-1].body.decode()

@@ -83,6 +83,10 @@ class RequestContext:
             self._body = decoded if isinstance(decoded, dict) else {}
         return self._body
 
+    def adopt_body(self, decoded: Any) -> None:
+        """`body` as the request decoder already parsed it, so it is not parsed again."""
+        self._body = decoded if isinstance(decoded, dict) else {}
+
     @property
     def body_changed(self) -> bool:
         """True once a hook changed `body` (the gateway then re-encodes it)."""

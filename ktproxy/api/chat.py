@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 from weakref import WeakSet
 
 import msgspec
@@ -154,8 +154,9 @@ def _decode_error(exc: msgspec.DecodeError) -> GatewayError:
     return bad_request(f"Request body is not valid JSON: {message}", code="invalid_json")
 
 
-def decode_request(raw: bytes) -> ChatRequestHead:
-    """The fields the gateway reads, type-checked, or a 400 naming the first bad one.
+def decode_request(raw: bytes) -> tuple[ChatRequestHead, Any]:
+    """The fields the gateway reads, type-checked, or a 400 naming the first bad one;
+    and the whole body as orjson parsed it (the request's `ctx.body`, parsed once).
 
     The whole body must parse with orjson too, because policies and provider adapters
     read it with orjson: that refuses what msgspec lets pass in the fields it skips
@@ -163,13 +164,13 @@ def decode_request(raw: bytes) -> ChatRequestHead:
     itself stops at Python's recursion limit, with a RecursionError.
     """
     try:
-        orjson.loads(raw)
+        decoded = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc):
             raise _too_deep() from None
         raise bad_request(f"Request body is not valid JSON: {exc}", code="invalid_json") from None
     try:
-        return request_head_decoder.decode(raw)
+        return request_head_decoder.decode(raw), decoded
     except msgspec.DecodeError as exc:
         raise _decode_error(exc) from None
     except RecursionError:
@@ -313,7 +314,8 @@ async def _serve(
         ctx.raw_body = await read_body(request, runtime.max_body_bytes)
         if surface.to_chat is not None:
             ctx.raw_body = surface.to_chat(ctx.raw_body)
-        head = decode_request(ctx.raw_body)
+        head, decoded = decode_request(ctx.raw_body)
+        ctx.adopt_body(decoded)
         ctx.model, ctx.stream = head.model, bool(head.stream)
         routes = runtime.planner.routes(head.model)
         if routes is None:

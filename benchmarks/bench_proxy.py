@@ -577,6 +577,31 @@ def request_body(stream: bool) -> bytes:
     return orjson.dumps(payload)
 
 
+def note_round(
+    run: RunResult,
+    children: Sequence[Child],
+    errors: Counter[str],
+    stats: TargetStats,
+    *,
+    error_key: str,
+    heading: str,
+) -> None:
+    """After one measured round: every child still alive, the round's errors counted
+    under `error_key`, its figures kept in `stats` and printed after `heading`."""
+    for child in children:
+        child.check_alive()
+    for kind, count in run.errors.items():
+        errors[f"{error_key}: {kind}"] += count
+    stats.add(run)
+    lat = sorted(run.latencies)
+    progress(
+        f"{heading}: {stats.round_rps[-1]:9.1f} req/s  "
+        f"p50 {percentile(lat, 50) * 1000:8.3f} ms  "
+        f"p99 {percentile(lat, 99) * 1000:8.3f} ms  "
+        f"errors {sum(run.errors.values())}"
+    )
+
+
 def progress(message: str) -> None:
     """Per-round lines go to stderr so that `--json` output stays one object."""
     print(message, file=sys.stderr, flush=True)
@@ -668,18 +693,13 @@ async def measure(
                     prime=concurrency,
                     cpu_probe=gateway.tree_cpu_seconds if target == "gateway" else None,
                 )
-                for child in children:
-                    child.check_alive()
-                for kind, count in run.errors.items():
-                    errors[f"{label}{mode} {target}: {kind}"] += count
-                stats[target].add(run)
-                lat = sorted(run.latencies)
-                progress(
-                    f"{label}[{mode}] round {n}/{opts.rounds} {target:>7}: "
-                    f"{stats[target].round_rps[-1]:8.1f} req/s  "
-                    f"p50 {percentile(lat, 50) * 1000:7.3f} ms  "
-                    f"p99 {percentile(lat, 99) * 1000:7.3f} ms  "
-                    f"errors {sum(run.errors.values())}"
+                note_round(
+                    run,
+                    children,
+                    errors,
+                    stats[target],
+                    error_key=f"{label}{mode} {target}",
+                    heading=f"{label}[{mode}] round {n}/{opts.rounds} {target:>7}",
                 )
         direct = stats["direct"].summary(stream)
         through = stats["gateway"].summary(stream)

@@ -60,7 +60,7 @@ from benchmarks.bench_proxy import (
     child_env,
     format_errors,
     free_ports,
-    percentile,
+    note_round,
     proc_children,
     progress,
     request_body,
@@ -354,18 +354,13 @@ async def _compare(opts: Options, children: list[Child], tmp: Path, version: str
                     prime=opts.concurrency,
                     cpu_probe=probes.get(target),
                 )
-                for child in children:
-                    child.check_alive()
-                for kind, count in run.errors.items():
-                    errors[f"{mode} {target}: {kind}"] += count
-                stats[target].add(run)
-                lat = sorted(run.latencies)
-                progress(
-                    f"[{mode}] round {n}/{opts.rounds} {target:>11}: "
-                    f"{stats[target].round_rps[-1]:9.1f} req/s  "
-                    f"p50 {percentile(lat, 50) * 1000:8.3f} ms  "
-                    f"p99 {percentile(lat, 99) * 1000:8.3f} ms  "
-                    f"errors {sum(run.errors.values())}"
+                note_round(
+                    run,
+                    children,
+                    errors,
+                    stats[target],
+                    error_key=f"{mode} {target}",
+                    heading=f"[{mode}] round {n}/{opts.rounds} {target:>11}",
                 )
         summary = {target: stats[target].summary(stream) for target in TARGETS}
         modes[mode] = {**summary, **ratios(summary, mode)}

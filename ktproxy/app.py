@@ -15,11 +15,20 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from ktproxy.api import admin, chat, health, messages, models, openapi
+from ktproxy.api import (
+    admin,
+    chat,
+    health,
+    messages,
+    models,
+    openapi,
+    stats,
+)
 from ktproxy.api.errors import error_middleware
 from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
 from ktproxy.fleet.backends import StateBackend, backend_key, open_backend
 from ktproxy.metrics import METRICS, Metrics, metrics, mirror_ctx
+from ktproxy.metrics_timeline import timeline_ctx
 from ktproxy.policies.resources import PolicyResources
 from ktproxy.runtime import Runtime, build_runtime
 from ktproxy.state import STATE, GatewayState
@@ -144,6 +153,7 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     app[RELOAD_LOCK] = asyncio.Lock()
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(mirror_ctx)  # --workers: the state into the metrics files
+    app.cleanup_ctx.append(timeline_ctx)  # the chunk-policy histogram's history: /v1/kt/stats
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/messages", messages.messages)
@@ -154,5 +164,6 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/kt/events", admin.list_events)
     app.router.add_get("/v1/kt/events/{id}", admin.get_event)
+    app.router.add_get("/v1/kt/stats", stats.get_stats)
     app.router.add_get("/openapi.json", openapi.openapi_json)
     return app

@@ -218,6 +218,20 @@ def test_bench_chunk_smallest_run() -> None:
         assert figures["mean_us"] > 0
 
 
+def test_events_store_smallest_run() -> None:
+    report = _report("benchmarks.events_store", "--records", "300", "--repeat", "1")
+    assert report["records"] == 300 and report["reference_records"] == 300
+    assert set(report["figures"]) == {
+        "first page (limit 50)", "page 21 (20 cursors deep)", "consumer=team-b",
+        "decision=blocked", "decision=deny_list.competitor", "streamed=true", "status=504",
+        "q=<full id>", "q=<last 8 digits>", "stats 1h", "stats 24h", "stats 7d",
+    }  # fmt: skip
+    for figures in report["figures"].values():
+        assert figures["ms"] > 0 and figures["reference_ms"] > 0
+        ratio = figures["ms"] / figures["reference_ms"]
+        assert figures["ratio"] == pytest.approx(ratio, rel=0.05, abs=0.02)
+
+
 # ---------------------------------------------------------------------------
 # The pass-through relay
 

@@ -26,7 +26,8 @@ log = logging.getLogger("ktproxy.api")
 MAX_LIMIT = 1000
 
 
-def _runtime(request: web.Request) -> Runtime:
+def admin_runtime(request: web.Request) -> Runtime:
+    """The current runtime, once the request proved it holds the admin key."""
     runtime = request.app[STATE].runtime
     if runtime is None:
         raise GatewayError(503, "The gateway is not ready.", type="server_error")
@@ -65,6 +66,8 @@ def query_from(params: Any) -> Query:
     for name in ("consumer", "model", "target", "decision", "request_id", "cursor"):
         if params.get(name):
             fields[name] = params[name]
+    if params.get("q", "").strip():  # request-id search; text that is not hex finds nothing
+        fields["search"] = params["q"].strip()
     for name in ("since", "until"):
         if params.get(name):
             try:
@@ -123,7 +126,7 @@ def _read(runtime: Runtime, query: Query) -> Page:
 
 async def list_events(request: web.Request) -> web.Response:
     """`GET /v1/kt/events`: audit records, newest first, filtered, one page."""
-    runtime = _runtime(request)
+    runtime = admin_runtime(request)
     page = await asyncio.to_thread(_read, runtime, query_from(request.query))
     body = {
         "object": "list",
@@ -136,7 +139,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 async def get_event(request: web.Request) -> web.Response:
     """`GET /v1/kt/events/{id}`: one exchange's record."""
-    runtime = _runtime(request)
+    runtime = admin_runtime(request)
     query = Query(request_id=request.match_info["id"], limit=1)
     page = await asyncio.to_thread(_read, runtime, query)
     if not page.records:

@@ -193,10 +193,10 @@ OPENAPI: dict[str, Any] = {
                     {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
                     for n in (
                         *("consumer", "model", "target", "decision", "request_id", "cursor"),
-                        *("since", "until", "status", "streamed", "limit"),
+                        *("since", "until", "status", "streamed", "limit", "q"),
                     )
                 ],
-                "responses": {**_ok("audit records"), **_errors(400, 401, 404)},
+                "responses": {**_ok("audit records"), **_errors(400, 401, 404, 503)},
             }
         },
         "/v1/kt/events/{id}": {
@@ -207,6 +207,21 @@ OPENAPI: dict[str, Any] = {
                     {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
                 "responses": {**_ok("one audit record"), **_errors(401, 404)},
+            }
+        },
+        "/v1/kt/stats": {
+            "get": {
+                "operationId": "getStats",
+                "summary": "traffic, blocks and latency over time from the audit store (admin key)",
+                "security": [{"bearer": []}, {"gatewayKey": []}],
+                "parameters": [
+                    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                    for n in (
+                        *("since", "until", "bucket", "consumer", "model", "target"),
+                        *("status", "decision", "streamed"),
+                    )
+                ],
+                "responses": {**_ok("statistics"), **_errors(400, 401, 404, 503)},
             }
         },
         "/openapi.json": {"get": {"operationId": "openapi", "responses": _ok("this document")}},

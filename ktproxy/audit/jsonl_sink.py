@@ -23,6 +23,7 @@ import orjson
 from ktproxy.audit.record import AuditRecord, ChainHead, ChainProblem, decode, verify_chain
 from ktproxy.audit.sink import Page, Query, matches
 from ktproxy.audit.sqlite_sink import decode_cursor, encode_cursor
+from ktproxy.audit.stats import Tally, tally_records
 
 _STAMP = re.compile(r"\.(\d{8}T\d{6})\.(\d{6})\.rotated$")
 
@@ -149,6 +150,12 @@ class JSONLSink:
             last = found[query.limit - 1]
             page.next_cursor = encode_cursor(last.ts, last.chain, last.seq)
         return page
+
+    def stats(self, query: Query, bucket_s: int) -> Tally:
+        # A JSON-lines file has no index: every record is read, as for `query`.
+        with self._lock:
+            found = [r for r in self._records_newest_first() if matches(r, query)]
+        return tally_records(found, bucket_s)
 
     def chains(self) -> dict[str, ChainHead]:
         out: dict[str, ChainHead] = {}

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ktproxy.audit.record import AuditRecord, ChainHead, ChainProblem
+
+if TYPE_CHECKING:
+    from ktproxy.audit.stats import Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,9 @@ class Query:
     decision: str | None = None
     streamed: bool | None = None
     request_id: str | None = None
+    # `q` of the events API: a full 32-hex request id matches exactly, anything else
+    # is a case-insensitive substring of the id (text that is not hex finds nothing).
+    search: str | None = None
     limit: int = 100
     cursor: str | None = None  # from the previous page: records older than it
 
@@ -55,6 +61,11 @@ class AuditSink(Protocol):
 
     def query(self, query: Query) -> Page:
         """Records matching `query`, newest first."""
+
+    def stats(self, query: Query, bucket_s: int) -> Tally:
+        """The tally of the records matching `query` (cursor and limit aside; `since`
+        and `until` required), in buckets of `bucket_s` seconds; see
+        `ktproxy.audit.stats`."""
 
     def purge(self, before: float) -> int:
         """Delete records with `ts < before`, keeping each chain verifiable; the count."""
@@ -87,9 +98,21 @@ def matches(record: AuditRecord, q: Query) -> bool:
         return False
     if q.request_id is not None and record.id != q.request_id:
         return False
+    if q.search is not None:
+        exact, needle = id_search(q.search)
+        if record.id != needle if exact else needle not in record.id.lower():
+            return False
     if q.decision is not None and not decision_matches(record, q.decision):
         return False
     return True
+
+
+def id_search(text: str) -> tuple[bool, str]:
+    """`(exact, needle)` of a request-id search: ids are 32 lowercase hex digits, so a
+    full one is looked up by the id index and anything shorter is a substring."""
+    needle = text.strip().lower()
+    exact = len(needle) == 32 and all(c in "0123456789abcdef" for c in needle)
+    return exact, needle
 
 
 def decision_summary(record: AuditRecord) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from ktproxy.audit.record import AuditRecord
 from ktproxy.audit.sink import AuditSink, Page, Query
 from ktproxy.audit.sqlite_sink import decode_cursor, encode_cursor
+from ktproxy.audit.stats import Tally
 from ktproxy.configcheck import LoadedConfig
 from ktproxy.policies.audit_logger import NAME, AuditOptions, make_sink, path_template
 
@@ -72,6 +73,14 @@ def query_sinks(sinks: list[AuditSink], query: Query) -> Page:
         last = merged[query.limit - 1]
         page.next_cursor = encode_cursor(last.ts, last.chain, last.seq)
     return page
+
+
+def stats_sinks(sinks: list[AuditSink], query: Query, bucket_s: int) -> Tally:
+    """The tally of `query` over several sinks: each store's tally, added up."""
+    tally = Tally()
+    for sink in sinks:
+        tally.merge(sink.stats(query, bucket_s))
+    return tally
 
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")

@@ -63,7 +63,7 @@ def schema(postgres_dsn: str) -> Iterator[str]:
 
 @pytest.fixture
 def migrated(postgres_dsn: str, schema: str) -> str:
-    assert run(migrate(postgres_dsn, schema)) == (0, 1)
+    assert run(migrate(postgres_dsn, schema)) == (0, 2)
     return schema
 
 
@@ -113,16 +113,16 @@ def test_an_unmigrated_schema_is_refused_with_what_to_run(postgres_dsn: str, sch
         s.open()
     s.close()
     assert str(info.value) == (
-        f"audit schema {schema} in PostgreSQL is at version 0, this ktproxy needs version 1: "
+        f"audit schema {schema} in PostgreSQL is at version 0, this ktproxy needs version 2: "
         "run `kt audit migrate --policy-config <your config>`"
     )
 
 
 def test_migrate_is_idempotent(postgres_dsn: str, schema: str) -> None:
-    assert run(migrate(postgres_dsn, schema)) == (0, 1)
-    assert run(migrate(postgres_dsn, schema)) == (1, 1)
+    assert run(migrate(postgres_dsn, schema)) == (0, 2)
+    assert run(migrate(postgres_dsn, schema)) == (2, 2)
     versions = sql(postgres_dsn, f'SELECT version FROM "{schema}".schema_version')
-    assert [r[0] for r in versions] == [1]
+    assert [r[0] for r in versions] == [1, 2]
 
 
 # -- write, read, verify --------------------------------------------------------------
@@ -406,9 +406,9 @@ def test_two_gateways_one_table_verify_and_an_edit(
     assert unmigrated.returncode == 1 and "kt audit migrate" in unmigrated.stderr
     done = kt(["audit", "migrate", "-c", str(config_a)], postgres_dsn)
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"audit schema {schema}: migrated from version 0 to 1\n"
+    assert done.stdout == f"audit schema {schema}: migrated from version 0 to 2\n"
     again = kt(["audit", "migrate", "-c", str(config_b)], postgres_dsn)
-    assert again.stdout == f"audit schema {schema}: already at version 1\n"
+    assert again.stdout == f"audit schema {schema}: already at version 2\n"
     env = process_env(KT_AUDIT_DSN=postgres_dsn)
     with gateway_process(KT, args_a, env) as a, gateway_process(KT, args_b, env) as b:
         a.wait_for_stdout("Gateway listening")

@@ -17,11 +17,13 @@ from aiohttp import web
 
 from ktproxy.api import (
     admin,
+    admin_config,
     chat,
     health,
     messages,
     models,
     openapi,
+    playground,
     stats,
 )
 from ktproxy.api.errors import error_middleware
@@ -165,5 +167,7 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     app.router.add_get("/v1/kt/events", admin.list_events)
     app.router.add_get("/v1/kt/events/{id}", admin.get_event)
     app.router.add_get("/v1/kt/stats", stats.get_stats)
+    app.router.add_get("/v1/kt/config", admin_config.get_config)
+    app.router.add_post("/v1/kt/playground", playground.run_playground)
     app.router.add_get("/openapi.json", openapi.openapi_json)
     return app

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import re
 import ssl
+import time
 import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,10 @@ class LoadedConfig:
     warnings: tuple[Problem, ...] = ()
     # Per consumer group: its policies' options, the global ones with its overrides.
     group_options: Mapping[str, Mapping[str, msgspec.Struct]] = field(default_factory=dict)
+    # The YAML text this was decoded from and when (epoch seconds): the admin API shows
+    # them, and re-checks the text, without reading a file that may have changed since.
+    text: str = field(default="", repr=False, compare=False)
+    loaded_at: float = field(default_factory=time.time, compare=False)
 
 
 class ConfigError(Exception):
@@ -689,7 +694,7 @@ def check_text(
         }
         for group in config.consumers.groups
     }
-    loaded = LoadedConfig(config, options, "", tuple(problems), group_options)
+    loaded = LoadedConfig(config, options, "", tuple(problems), group_options, text=text)
     return loaded, problems
 
 

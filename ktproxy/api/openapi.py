@@ -128,6 +128,22 @@ MESSAGES_REQUEST: dict[str, Any] = {
 }
 
 
+PLAYGROUND_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["text"],
+    "additionalProperties": False,
+    "properties": {
+        "text": {"type": "string"},
+        "direction": {"type": "string", "enum": ["request", "response"]},
+        "consumer": {"type": ["string", "null"]},
+        "role": {
+            "type": "string",
+            "enum": ["user", "tool", "function", "system", "developer", "assistant"],
+        },
+    },
+}
+
+
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -222,6 +238,23 @@ OPENAPI: dict[str, Any] = {
                     )
                 ],
                 "responses": {**_ok("statistics"), **_errors(400, 401, 404, 503)},
+            }
+        },
+        "/v1/kt/config": {
+            "get": {
+                "operationId": "getConfig",
+                "summary": "the active config, secrets masked, with its lint result (admin key)",
+                "security": [{"bearer": []}, {"gatewayKey": []}],
+                "responses": {**_ok("the active config"), **_errors(401, 404)},
+            }
+        },
+        "/v1/kt/playground": {
+            "post": {
+                "operationId": "runPlayground",
+                "summary": "what each policy of a chain would do to a text (admin key)",
+                "security": [{"bearer": []}, {"gatewayKey": []}],
+                "requestBody": _json_body(PLAYGROUND_REQUEST),
+                "responses": {**_ok("the policies' findings"), **_errors(400, 401, 404, 413)},
             }
         },
         "/openapi.json": {"get": {"operationId": "openapi", "responses": _ok("this document")}},

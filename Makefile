@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= examples/policy-config.yaml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest sanitize fuzz fuzz-asan-build fuzz-long valgrind eval bench loadtest loadtest-smoke docker-steps clean
+.PHONY: run test lint typecheck browser pytest sanitize fuzz fuzz-asan-build fuzz-long valgrind eval bench loadtest loadtest-smoke docker-steps clean
 
 FUZZ_SECONDS ?= 20
 SANITIZE_DIR := build/sanitize
@@ -31,8 +31,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## browser: Debian's Chromium and ChromeDriver for the console tests (tests/console), never
+## a downloaded browser. Installed with apt-get when missing (as root, or with sudo); outside
+## CI a machine that cannot install them skips the browser tests, under CI=true they fail.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	echo "installing $(BROWSER_PACKAGES) for the console tests"; \
+	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	{ $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    $(BROWSER_PACKAGES); } || \
+	{ echo "could not install $(BROWSER_PACKAGES): the console browser tests will skip"; \
+	  [ "$$CI" != true ]; }
 
 ## sanitize: the C extension built with ASan + UBSan (in a copy), running the tests of its
 ## functions: the scan tests and those of the streaming fast path (chunk_text, splice_text)

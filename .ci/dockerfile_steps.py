@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -145,6 +146,19 @@ def carry_out(steps: list[tuple[str, str]], root: Path) -> int:
     return start_image(entry, [local(a) for a in cmd], health, bin_dir, env, home)
 
 
+def check_console(port: str) -> None:
+    """The console's page and every asset it names are served from the installed wheel."""
+    base = f"http://127.0.0.1:{port}"
+    with urllib.request.urlopen(f"{base}/console", timeout=10) as response:
+        page = response.read().decode()
+    assets = sorted(set(re.findall(r'(/console/static/[^"\'?#]+(?:\?[^"\'#]*)?)', page)))
+    assert assets, "the console page names no assets"
+    for asset in assets:
+        with urllib.request.urlopen(base + asset, timeout=10) as response:
+            assert response.status == 200 and response.read(), asset
+    print(f"console served ({len(assets)} assets)", flush=True)
+
+
 def start_image(
     entry: list[str], cmd: list[str], health: list[str], bin_dir: Path,
     env: dict[str, str], home: Path,
@@ -172,6 +186,7 @@ def start_image(
             reply = json.loads(response.read())
         assert reply["choices"][0]["message"]["content"] == "hi", reply
         print("completion served", flush=True)
+        check_console(port)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -28,6 +28,7 @@ from ktproxy.api import (
 )
 from ktproxy.api.errors import error_middleware
 from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
+from ktproxy.console.routes import add_console_routes
 from ktproxy.fleet.backends import StateBackend, backend_key, open_backend
 from ktproxy.metrics import METRICS, Metrics, metrics, mirror_ctx
 from ktproxy.metrics_timeline import timeline_ctx
@@ -169,5 +170,6 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     app.router.add_get("/v1/kt/stats", stats.get_stats)
     app.router.add_get("/v1/kt/config", admin_config.get_config)
     app.router.add_post("/v1/kt/playground", playground.run_playground)
+    add_console_routes(app)
     app.router.add_get("/openapi.json", openapi.openapi_json)
     return app

@@ -257,6 +257,29 @@ OPENAPI: dict[str, Any] = {
                 "responses": {**_ok("the policies' findings"), **_errors(400, 401, 404, 413)},
             }
         },
+        "/console": {
+            "get": {
+                "operationId": "console",
+                "summary": "the web console (its data comes from the admin API)",
+                "responses": _ok("the console page", "text/html"),
+            }
+        },
+        "/console/": {
+            "get": {
+                "operationId": "consoleSlash",
+                "responses": _ok("the console page", "text/html"),
+            }
+        },
+        "/console/static/{name}": {
+            "get": {
+                "operationId": "consoleAsset",
+                "summary": "a console asset, named by its content hash (cached immutable)",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {**_ok("the asset", "*/*"), **_errors(404)},
+            }
+        },
         "/openapi.json": {"get": {"operationId": "openapi", "responses": _ok("this document")}},
     },
     "components": {

@@ -594,6 +594,9 @@ def test_overview_draws_the_stats(
     bars = driver.find_elements(By.CSS_SELECTOR, "#chart-requests rect.bar")
     assert bars and any(b.get_attribute("class") == "bar s-danger" for b in bars)
     assert driver.find_elements(By.CSS_SELECTOR, "#chart-latency path.line")
+    # The first stream of a chain has its filter calls timed: the chunk chart has data.
+    assert any(p["chunks"] for p in stats(traffic)["chunk_policy_us"])
+    assert driver.find_elements(By.CSS_SELECTOR, "#chart-chunk circle.dot")
     assert driver.find_elements(By.CSS_SELECTOR, "#chart-blocks rect.bar")
     consumers = driver.find_element(By.ID, "chart-consumers")
     assert "team-a" in text_of(consumers)

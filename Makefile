@@ -31,8 +31,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## pytest: the suite in PYTEST_WORKERS processes (default 2, `-n 0` for one); a test file
+## stays in one process, so its module fixtures (a gateway, a browser) are built once
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP) browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## browser: Debian's Chromium and ChromeDriver for the console tests (tests/console), never
 ## a downloaded browser. Installed with apt-get when missing (as root, or with sudo); outside

@@ -78,6 +78,24 @@ def _no_errors(report: dict[str, Any]) -> None:
     assert report["errors"] == {"total": 0, "by_kind": {}}
 
 
+def test_bench_injection_smallest_run() -> None:
+    report = _report(
+        "benchmarks.bench_injection", "--small", "2000", "--large", "8000", "--repeat", "1"
+    )
+    assert (report["small"], report["large"]) == (2000, 8000)
+    rows = {r["shape"]: r for r in report["rows"]}
+    assert set(rows) == {
+        "prose (reference)", "dense override phrases", "anchor words only",
+        "overrides among prose", "allowed phrase repeated",
+    }  # fmt: skip
+    assert rows["prose (reference)"]["vs_prose"] == 1.0
+    for row in rows.values():
+        assert row["us_per_kib_small"] > 0 and row["us_per_kib_large"] > 0
+        assert row["growth"] == pytest.approx(
+            row["us_per_kib_large"] / row["us_per_kib_small"], rel=0.1
+        )
+
+
 # ---------------------------------------------------------------------------
 # bench_proxy
 

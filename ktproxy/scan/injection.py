@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import codecs
+import itertools
 import re
 import urllib.parse
 from collections.abc import Iterable, Iterator
@@ -128,7 +130,27 @@ _COMMAND_RULES = frozenset(
 _DESCRIBED = re.compile(
     r"\b(?:model|models|llm|llms|it|bot|chatbot|gpt|sometimes|often|always|keeps|still) $"
 )
+# The longest text `_DESCRIBED` can match ("sometimes " and the boundary before it).
+_DESCRIBED_REACH = 16
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz ")
+
+
+def _outside(
+    hits: list[tuple[int, int, str, str, float]], allow: tuple[str, ...], norm: str
+) -> list[tuple[int, int, str, str, float]]:
+    """The hits not inside an occurrence of an allowed phrase in `norm` (in
+    O((hits + occurrences) log occurrences): both can be many in a hostile text)."""
+    allowed = sorted((m.start(), m.end()) for p in allow for m in re.finditer(re.escape(p), norm))
+    if not allowed:
+        return hits
+    starts = [a for a, _ in allowed]
+    reach = list(itertools.accumulate((b for _, b in allowed), max))  # furthest end so far
+    kept = []
+    for hit in hits:
+        i = bisect.bisect_right(starts, hit[0]) - 1  # the occurrences starting at or before it
+        if i < 0 or reach[i] < hit[1]:
+            kept.append(hit)
+    return kept
 
 
 def _plain(phrase: str) -> bool:
@@ -209,14 +231,16 @@ class InjectionDetector:
             return []
         # "my model sometimes ignores the system prompt" describes an override; it does
         # not command one
+        # (`_DESCRIBED` ends at the hit, so only the few characters before it are read:
+        # searching from 0 made a text dense with hits quadratic.)
         hits = [
-            h for h in hits if h[3] not in _COMMAND_RULES or not _DESCRIBED.search(norm, 0, h[0])
+            h
+            for h in hits
+            if h[3] not in _COMMAND_RULES
+            or not _DESCRIBED.search(norm, max(0, h[0] - _DESCRIBED_REACH), h[0])
         ]
-        if self._allow:
-            allowed = [
-                (m.start(), m.end()) for p in self._allow for m in re.finditer(re.escape(p), norm)
-            ]
-            hits = [h for h in hits if not any(a <= h[0] and h[1] <= b for a, b in allowed)]
+        if self._allow and hits:
+            hits = _outside(hits, self._allow, norm)
         # Spans in the original text need the offset map; only texts with hits pay for it.
         offsets = normalize_with_offsets(text)[1] if span is None else []
         out = []
@@ -305,7 +329,11 @@ class InjectionDetector:
             seen_rules: set[str] = set()
             clusters: list[tuple[int, int, float]] = []
             for f in sorted(group, key=lambda f: (f.start, -f.weight)):
-                if f.rule in seen_rules and not any(a <= f.start < b for a, b, _ in clusters):
+                # Clusters are disjoint and in order, and `f` starts at or after every
+                # one of them: only the last can hold it (any() over all was quadratic).
+                if f.rule in seen_rules and not (
+                    clusters and clusters[-1][0] <= f.start < clusters[-1][1]
+                ):
                     continue
                 seen_rules.add(f.rule)
                 if clusters and f.start < clusters[-1][1]:

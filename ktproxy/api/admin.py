@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
-from ktproxy.audit.sink import Page, Query
+from ktproxy.audit.sink import AuditSink, Page, Query
 from ktproxy.audit.store import audit_options, check_cursor, open_sinks, parse_time, query_sinks
 from ktproxy.consumers import key_digest
 from ktproxy.errors import GatewayError, bad_request
@@ -24,6 +25,7 @@ from ktproxy.state import STATE
 
 log = logging.getLogger("ktproxy.api")
 MAX_LIMIT = 1000
+T = TypeVar("T")
 
 
 def admin_runtime(request: web.Request) -> Runtime:
@@ -96,7 +98,9 @@ def query_from(params: Any) -> Query:
     return Query(**fields)
 
 
-def _read(runtime: Runtime, query: Query) -> Page:
+def read_store(runtime: Runtime, read: Callable[[list[AuditSink]], T]) -> T:
+    """`read` over the audit store the config names, opened for this call (run it in a
+    worker thread); 404 without an audit store, 503 while it cannot be read."""
     options = audit_options(runtime.loaded)
     if options is None:
         raise GatewayError(
@@ -108,7 +112,7 @@ def _read(runtime: Runtime, query: Query) -> Page:
     try:
         sinks = open_sinks(options)
         try:
-            return query_sinks(sinks, query) if sinks else Page()
+            return read(sinks)
         finally:
             for sink in sinks:
                 sink.close()
@@ -116,12 +120,16 @@ def _read(runtime: Runtime, query: Query) -> Page:
         log.warning("audit store cannot be read: %s", exc)
         raise GatewayError(
             503,
-            "The audit store cannot be read right now; records are kept and the events "
-            "appear once it is back.",
+            "The audit store cannot be read right now; records are kept and appear "
+            "once it is back.",
             type="server_error",
             code="audit_store_unavailable",
             headers={"Retry-After": "5"},
         ) from None
+
+
+def _read(runtime: Runtime, query: Query) -> Page:
+    return read_store(runtime, lambda sinks: query_sinks(sinks, query) if sinks else Page())
 
 
 async def list_events(request: web.Request) -> web.Response:

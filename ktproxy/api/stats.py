@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from ktproxy.api.admin import admin_runtime, query_from
+from ktproxy.api.admin import admin_runtime, query_from, read_store
 from ktproxy.audit.sink import Query
 from ktproxy.audit.stats import (
     BUCKET_LIMIT,
@@ -27,8 +27,8 @@ from ktproxy.audit.stats import (
     choose_bucket,
     finish,
 )
-from ktproxy.audit.store import audit_options, open_sinks, stats_sinks
-from ktproxy.errors import GatewayError, bad_request
+from ktproxy.audit.store import stats_sinks
+from ktproxy.errors import bad_request
 from ktproxy.metrics_timeline import timeline
 from ktproxy.runtime import Runtime
 
@@ -67,30 +67,7 @@ def window(params: Any, now: float) -> tuple[Query, int]:
 
 def _read(runtime: Runtime, query: Query, bucket_s: int) -> Stats:
     assert query.since is not None and query.until is not None
-    options = audit_options(runtime.loaded)
-    if options is None:
-        raise GatewayError(
-            404,
-            "No audit store: audit-logger is not in any policy chain.",
-            type="invalid_request_error",
-            code="audit_disabled",
-        )
-    try:
-        sinks = open_sinks(options)
-        try:
-            tally = stats_sinks(sinks, query, bucket_s)
-        finally:
-            for sink in sinks:
-                sink.close()
-    except (OSError, RuntimeError) as exc:  # PostgreSQL away, a store that cannot open
-        log.warning("audit store cannot be read: %s", exc)
-        raise GatewayError(
-            503,
-            "The audit store cannot be read right now; try again shortly.",
-            type="server_error",
-            code="audit_store_unavailable",
-            headers={"Retry-After": "5"},
-        ) from None
+    tally = read_store(runtime, lambda sinks: stats_sinks(sinks, query, bucket_s))
     return finish(tally, query.since, query.until, bucket_s)
 
 

@@ -60,7 +60,7 @@ sanitize: $(STAMP)
 	cd $(SANITIZE_DIR) && KTPROXY_SANITIZE=1 CI=true $(CURDIR)/$(BIN)/python setup.py -q build_ext --inplace
 	cd $(SANITIZE_DIR) && CI=true LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider tests/scan tests/wire \
+	  $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) tests/scan tests/wire \
 	  tests/api/test_stream_rewriter.py
 
 ## fuzz: differential fuzzing, C scanner vs the Python reference (FUZZ_SECONDS=20)

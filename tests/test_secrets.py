@@ -210,8 +210,19 @@ def collect_outputs(
     for event in events.json()["data"]:
         one = seen.response(httpx.get(f"{gw.base_url}/kt/events/{event['id']}", headers=admin))
         assert one.status_code == 200
+    # The console's endpoints: the config (keys masked), stats, a playground run on a text
+    # that carries a key, and the console page itself.
+    for path in ("/kt/stats?since=1h", "/kt/config"):
+        assert seen.response(httpx.get(gw.base_url + path, headers=admin)).status_code == 200
+    playground = httpx.post(
+        f"{gw.base_url}/kt/playground",
+        json={"text": "hello, the key is not here", "direction": "response"},
+        headers=admin,
+    )
+    assert seen.response(playground).status_code == 200
     for path in ("/healthz", "/readyz", "/openapi.json", "/v1/models", "/v1/models/gpt-4o"):
         seen.response(httpx.get(gw.url + path))
+    seen.response(httpx.get(gw.url + "/console"))
     metrics = seen.response(httpx.get(f"{gw.url}/metrics"))
     assert metrics.status_code == 200 and b"ktproxy_" in metrics.content
     logs = "\n".join(

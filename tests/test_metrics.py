@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import sys
@@ -440,3 +442,53 @@ def test_stream_filter_calls_are_timed_in_one_stream_of_eight(
     assert timed_calls() == first
     stream_once()  # the ninth is
     assert timed_calls() == 2 * first
+
+
+def _stream(port: int, text: str) -> bytes:
+    """One streamed completion on a new connection, read to its end."""
+    body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": text}]}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        data: bytes = response.read()
+    return data
+
+
+def test_the_chunk_timeline_of_stats_adds_up_over_workers(tmp_path: Path) -> None:
+    # Each worker times the first stream of its chain (one in eight): with both workers
+    # streaming, a timeline reading only its own worker's histogram would fall short of
+    # the fleet's count, which every worker's answer must show.
+    key = "kt-admin-workers-0123456789"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    extra = (
+        f'policy:\n  audit-logger: {{path: "{tmp_path / "audit.db"}", flush_interval_ms: 5}}\n'
+        f'admin:\n  key: {{sha256: "{digest}"}}\n'
+    )
+    _, port, args = gateway_args(
+        tmp_path, config_text("[pii-detector, audit-logger]", extra), "--workers", "2"
+    )
+    url = f"http://127.0.0.1:{port}"
+    env = process_env(TMPDIR=str(tmp_path))
+    with gateway_process([sys.executable, "-m", "ktproxy"], args, env) as proc:
+        workers = start_two_workers(proc, port)
+        for i in range(40):  # a new connection each: SO_REUSEPORT spreads them
+            assert b"data: [DONE]" in _stream(port, f"tell me about jane{i}@example.com")
+        (metrics_dir,) = tmp_path.glob("ktproxy-metrics-*")
+        served = {p for p in workers if (metrics_dir / f"histogram_{p}.db").exists()}
+        assert served == workers, "the streams did not reach both workers"
+        fleet = value(scrape(url), "ktproxy_policy_chunk_duration_seconds_count")
+        assert fleet > 0
+        answers = set()
+        for _ in range(12):  # new connections: both workers answer some of them
+            request = urllib.request.Request(
+                f"{url}/v1/kt/stats?since=1h", headers={"x-kt-admin-key": key}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                stats = json.loads(response.read())
+            answers.add(sum(p["chunks"] for p in stats["chunk_policy_us"]))
+        assert answers == {fleet}
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.wait() == 0, proc.output()

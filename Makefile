@@ -40,13 +40,13 @@ pytest: $(STAMP) browser
 ## browser: Debian's Chromium and ChromeDriver for the console tests (tests/console), never
 ## a downloaded browser. Installed with apt-get when missing (as root, or with sudo); outside
 ## CI a machine that cannot install them skips the browser tests, under CI=true they fail.
-BROWSER_PACKAGES := chromium chromium-driver
+BROWSER_PACKAGES := chromium chromium-driver fonts-liberation fonts-dejavu-core
 browser:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
 	echo "installing $(BROWSER_PACKAGES) for the console tests"; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	{ $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 	    $(BROWSER_PACKAGES); } || \
 	{ echo "could not install $(BROWSER_PACKAGES): the console browser tests will skip"; \
 	  [ "$$CI" != true ]; }

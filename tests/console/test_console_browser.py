@@ -182,8 +182,55 @@ def severe_logs(driver: WebDriver, allow: tuple[str, ...] = ()) -> list[str]:
     ]
 
 
+# What an accessibility checker flags first, on the page as rendered: controls without an
+# accessible name, images without alt text, duplicate ids, a page without exactly one h1,
+# heading levels that skip, and a focusable element hidden from assistive technology.
+A11Y_JS = """
+const problems = [];
+const visible = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+const named = (el) => {
+  if ((el.getAttribute('aria-label') || '').trim()) return true;
+  const by = el.getAttribute('aria-labelledby');
+  if (by && by.split(/\\s+/).some((id) => (document.getElementById(id)?.textContent || '').trim()))
+    return true;
+  if (el.labels && [...el.labels].some((l) => l.textContent.trim())) return true;
+  if (el.tagName === 'BUTTON' || el.tagName === 'A' || el.tagName === 'SUMMARY')
+    return !!el.textContent.trim() || !!el.querySelector('[alt]:not([alt=""])');
+  return !!(el.getAttribute('title') || '').trim();
+};
+for (const el of document.querySelectorAll('input, select, textarea, button, a[href], summary')) {
+  if (!visible(el) || el.type === 'hidden') continue;
+  if (!named(el)) problems.push('no accessible name: ' + el.outerHTML.slice(0, 80));
+}
+for (const img of document.querySelectorAll('img')) {
+  if (!img.hasAttribute('alt')) problems.push('img without alt: ' + img.outerHTML.slice(0, 80));
+}
+const ids = {};
+for (const el of document.querySelectorAll('[id]')) ids[el.id] = (ids[el.id] || 0) + 1;
+for (const [id, n] of Object.entries(ids)) if (n > 1) problems.push('duplicate id: ' + id);
+const h1 = [...document.querySelectorAll('h1')].filter(visible);
+if (h1.length !== 1) problems.push('h1 count: ' + h1.length);
+let level = 0;
+for (const h of [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].filter(visible)) {
+  const n = Number(h.tagName[1]);
+  if (level && n > level + 1) problems.push('heading skips from h' + level + ' to ' + h.tagName);
+  level = n;
+}
+const hidden = '[aria-hidden=true] a[href], [aria-hidden=true] button';
+for (const el of document.querySelectorAll(hidden))
+  if (visible(el) && el.tabIndex >= 0) problems.push('focusable, aria-hidden: ' + el.tagName);
+return problems;
+"""
+
+
+def assert_accessible(driver: WebDriver) -> None:
+    problems: list[str] = driver.execute_script(A11Y_JS)
+    assert problems == [], problems
+
+
 def assert_clean(driver: WebDriver) -> None:
     assert severe_logs(driver) == []
+    assert_accessible(driver)
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert.text  # noqa: B018
     assert driver.execute_script("return window.__xss === undefined")

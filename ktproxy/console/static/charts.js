@@ -109,7 +109,7 @@
   }
 
   function figure(id, title, svg, extra) {
-    return h("figure", { class: "chart", id }, h("figcaption", null, h("h3", null, title)), svg, extra);
+    return h("figure", { class: "chart", id }, h("figcaption", null, h("h2", { class: "chart-title" }, title)), svg, extra);
   }
 
   /**

@@ -22,6 +22,14 @@ before any new record, as soon as PostgreSQL answers again (the writer polls
 so a crash mid-replay duplicates nothing. A spool left by a gateway that died is
 adopted and replayed by the next one writing to the same spool directory.
 
+A gateway also starts while PostgreSQL is away (only a sink with a spool: a reader
+still fails): it spools from the first record, and the schema check it owes runs
+before anything is inserted. A schema found at the wrong version then is logged as
+an error and checked again every `RETRY_INTERVAL` seconds, the records staying in the
+spool until `kt audit migrate` has run. Where the instance's chain stood is unknown
+then, unless the spool holds its records: `head` raises `HeadUnknown` and the writer
+starts a new chain (see `ktproxy.audit.writer`).
+
 asyncpg is asynchronous and sinks are synchronous (called in worker threads), so the
 sink runs its one connection on a private event loop in its own thread.
 """
@@ -41,7 +49,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ktproxy.audit.record import AuditRecord, ChainHead, ChainProblem, decode, verify_chain
-from ktproxy.audit.sink import Page, Query, decision_summary, id_search
+from ktproxy.audit.sink import HeadUnknown, Page, Query, decision_summary, id_search
 from ktproxy.audit.spool import Spool, SpoolBusy
 from ktproxy.audit.sqlite_sink import SQLiteSink, decode_cursor, encode_cursor
 from ktproxy.audit.stats import BIN_EDGES, Tally, blocked_by, is_error, record_tokens
@@ -51,6 +59,7 @@ log = logging.getLogger("ktproxy.audit")
 SCHEMA_VERSION = 2
 DAY = 86400
 RETRY_INTERVAL = 1.0  # seconds between two connection attempts while unreachable
+SCHEMA_LOG_INTERVAL = 60.0  # seconds between two "wrong schema, still spooling" errors
 _T = TypeVar("_T")
 
 # Errors that mean "PostgreSQL is not there right now": spool and retry later.
@@ -262,6 +271,8 @@ class PostgresSink:
         self._pts: dict[str, float] = {}  # per chain: pts of its last record
         self._down_until = 0.0
         self._orphans: list[Spool] | None = None  # None: not looked for yet
+        self._schema_owed = False  # opened while unreachable: check before inserting
+        self._next_schema_log = 0.0
 
     # -- connection ---------------------------------------------------------------
 
@@ -297,8 +308,49 @@ class PostgresSink:
             raise
 
     def open(self) -> None:
+        """Check the schema version. With a spool, an unreachable server is no reason
+        to refuse: the check is owed and runs before the first insert."""
         with self._lock:
+            try:
+                self._call(self._open())
+            except UNREACHABLE as exc:
+                if self.spool is None:
+                    raise
+                self._schema_owed = True
+                log.warning(
+                    "audit PostgreSQL unreachable at start (%s): starting on the spool %s; "
+                    "the schema is checked once PostgreSQL answers",
+                    str(exc) or type(exc).__name__,
+                    self.spool.path,
+                )
+
+    def _check_schema(self) -> bool:
+        """Run the schema check owed since `open`; True once it passed. A wrong version
+        (or any refusal) is logged and checked again later: records stay spooled."""
+        if not self._schema_owed:
+            return True
+        now = time.monotonic()
+        if now < self._down_until:
+            return False
+        try:
             self._call(self._open())
+        except UNREACHABLE:
+            return False
+        except (SchemaError, asyncpg.PostgresError) as exc:
+            self._down_until = now + RETRY_INTERVAL
+            if now >= self._next_schema_log:
+                self._next_schema_log = now + SCHEMA_LOG_INTERVAL
+                log.error(
+                    "audit PostgreSQL answers, but %s; nothing is inserted, records stay in "
+                    "the spool %s (%d so far) and the check is retried",
+                    exc,
+                    self.spool.path if self.spool is not None else "-",
+                    self.backlog(),
+                )
+            return False
+        self._schema_owed = False
+        log.info("audit PostgreSQL answers and its schema is at version %d", SCHEMA_VERSION)
+        return True
 
     async def _open(self) -> None:
         conn = await self._connection()
@@ -338,11 +390,25 @@ class PostgresSink:
     # -- writing ------------------------------------------------------------------
 
     def head(self, chain: str) -> ChainHead:
+        """Where `chain` stands: in the spool, else in PostgreSQL. `HeadUnknown` when
+        neither can tell (a sink with a spool, PostgreSQL away or its schema unchecked)."""
         with self._lock:
             spooled = self._spooled_head(chain)
             if spooled is not None:
                 return spooled
-            row = self._call(self._head(chain))
+            unknown = (
+                f"the spool holds none of chain {chain}'s records, so where it stands is unknown"
+            )
+            if not self._check_schema():
+                raise HeadUnknown(
+                    f"PostgreSQL is unreachable or its schema unchecked, and {unknown}"
+                )
+            try:
+                row = self._call(self._head(chain))
+            except UNREACHABLE:
+                if self.spool is None:
+                    raise
+                raise HeadUnknown(f"PostgreSQL is unreachable and {unknown}") from None
         return ChainHead(row[0], row[1]) if row else ChainHead()
 
     def _spooled_head(self, chain: str) -> ChainHead | None:
@@ -420,6 +486,8 @@ class PostgresSink:
             return True
         if self._orphans is None:
             self._orphans = self._adopt()
+        if not self._check_schema():
+            return False
         if not self.spool.records and not self._orphans:
             return True
         if time.monotonic() < self._down_until:

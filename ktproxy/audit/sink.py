@@ -47,6 +47,12 @@ class Page:
     next_cursor: str | None = None
 
 
+class HeadUnknown(Exception):
+    """Raised by `AuditSink.head`: the sink cannot tell where a chain stands right now
+    (its backend is away and it keeps no record of the chain aside), so records cannot
+    be sealed onto it. The writer then starts a chain of its own (`audit/writer.py`)."""
+
+
 class AuditSink(Protocol):
     """Where sealed audit records are kept."""
 
@@ -54,7 +60,8 @@ class AuditSink(Protocol):
         """Create what is missing (tables, directories); idempotent."""
 
     def head(self, chain: str) -> ChainHead:
-        """The last sequence number and hash of `chain` (the genesis when empty)."""
+        """The last sequence number and hash of `chain` (the genesis when empty);
+        `HeadUnknown` when that cannot be known right now."""
 
     def write(self, rows: Sequence[tuple[AuditRecord, bytes]]) -> None:
         """Append sealed records `(record, stored bytes)` atomically, in order."""

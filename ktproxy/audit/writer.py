@@ -12,6 +12,12 @@ backoff; the queue absorbs the wait. Retention runs in the same task, every
 (the PostgreSQL sink's spool) has `backlog()` and `replay()`: an idle writer calls
 `replay` every `REPLAY_INTERVAL` seconds while the backlog lasts. `close` drains the
 queue before it returns.
+
+A sink that cannot tell where the chain stands at start-up (PostgreSQL away, nothing
+of the chain in its spool) raises `HeadUnknown` from `head`. Sealing onto a guessed
+head would fork the chain, so the writer starts a new chain from the genesis for this
+process, `<chain>+<UTC start time>`, and says so; the old chain ends where it ended
+and `kt audit verify` checks both.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from ktproxy.audit.record import AuditRecord, ChainHead, seal
-from ktproxy.audit.sink import AuditSink
+from ktproxy.audit.sink import AuditSink, HeadUnknown
 
 log = logging.getLogger("ktproxy.audit")
 
@@ -83,9 +90,30 @@ class AuditWriter:
     async def start(self) -> None:
         """Open the sink, find where this instance's chain stands, start draining."""
         await asyncio.to_thread(self.sink.open)
-        self._head = await asyncio.to_thread(self.sink.head, self.chain)
+        try:
+            self._head = await asyncio.to_thread(self.sink.head, self.chain)
+        except HeadUnknown as exc:
+            await self._start_new_chain(exc)
         self._next_purge = time.monotonic()
         self._task = asyncio.create_task(self._run(), name=f"audit-writer:{self.chain}")
+
+    async def _start_new_chain(self, why: HeadUnknown) -> None:
+        """Write this process's records in a chain of its own, `<chain>+<start time>`."""
+        old = self.chain
+        self.chain = f"{old}+{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        try:
+            # A restart within the same second finds the chain in the sink's spool:
+            # continuing it is as sound as continuing any spooled chain.
+            self._head = await asyncio.to_thread(self.sink.head, self.chain)
+        except HeadUnknown:
+            self._head = ChainHead()
+        log.warning(
+            "audit chain %s: %s; writing this process's records in a new chain %s "
+            "(kt audit verify checks both)",
+            old,
+            why,
+            self.chain,
+        )
 
     def submit(self, record: AuditRecord) -> bool:
         """Queue `record` without waiting; False when it was dropped (queue full)."""

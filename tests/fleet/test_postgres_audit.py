@@ -25,11 +25,18 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from ktproxy.audit.postgres_sink import PostgresSink, SchemaError, migrate, partition_name
+from ktproxy.audit.postgres_sink import (
+    MIGRATIONS,
+    PostgresSink,
+    SchemaError,
+    migrate,
+    partition_name,
+)
 from ktproxy.audit.record import AuditRecord, ChainHead, ChainProblem, PolicyDecision, seal
 from ktproxy.audit.sink import Query
+from ktproxy.audit.writer import HeadUnknown
 from tests.harness import free_port
-from tests.test_cli import gateway_process, process_env
+from tests.test_cli import gateway_process, http, process_env
 from tests.test_process import KT, ask, config_text, gateway_args, wait_until
 
 DAY = 86400
@@ -481,4 +488,137 @@ def test_postgres_away_spools_and_nothing_is_lost(
         assert status == 200 and len(body["data"]) == sent, body
     assert count(postgres_dsn, migrated) == sent == 30
     ok = kt(["audit", "verify", "-c", str(tmp_path / "c.yaml")], postgres_dsn)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+# -- started while PostgreSQL is away -------------------------------------------------
+
+
+def at_version_1(dsn: str, schema: str) -> None:
+    """The audit schema as `kt audit migrate` of a ktproxy that knew only version 1 left it."""
+    s = f'"{schema}"'
+    sql(dsn, f"CREATE SCHEMA {s}")
+    sql(
+        dsn,
+        f"CREATE TABLE {s}.schema_version "
+        "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    run(_script(dsn, MIGRATIONS[0].format(s=s)))
+    sql(dsn, f"INSERT INTO {s}.schema_version (version) VALUES (1)")
+
+
+async def _script(dsn: str, text: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(text)
+    finally:
+        await conn.close()
+
+
+def test_a_sink_with_a_spool_opens_while_unreachable_and_knows_no_head(
+    postgres_dsn: str, migrated: str, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    proxy.stop()
+    reader = PostgresSink(through(postgres_dsn, proxy.port), migrated, connect_timeout=2)
+    with pytest.raises(OSError):
+        reader.open()  # a reader (kt audit ..., the admin API) says so, as before
+    reader.close()
+    s = PostgresSink(
+        through(postgres_dsn, proxy.port), migrated, spool_path=tmp_path / "spool.jsonl",
+        connect_timeout=2,
+    )  # fmt: skip
+    s.open()
+    with pytest.raises(HeadUnknown):
+        s.head("gw-a")
+    rows = records("gw-a", 2)
+    s.write(rows)
+    assert s.head("gw-a") == tip(rows)  # its own spool knows
+    assert not s.replay()
+    proxy.start()
+    assert wait_until(s.replay, 10)
+    assert count(postgres_dsn, migrated) == 2 and list(s.verify()) == []
+    s.close()
+
+
+def test_a_wrong_schema_on_a_reachable_server_still_refuses_start_up(
+    postgres_dsn: str, schema: str, tmp_path: Path
+) -> None:
+    at_version_1(postgres_dsn, schema)
+    s = PostgresSink(postgres_dsn, schema, spool_path=tmp_path / "spool.jsonl")
+    with pytest.raises(SchemaError, match="at version 1, this ktproxy needs version 2"):
+        s.open()
+    s.close()
+    _, _, args = gateway_args(tmp_path, pg_config(schema, "gw-old"))
+    with gateway_process(KT, args, process_env(KT_AUDIT_DSN=postgres_dsn)) as gw:
+        assert gw.wait() != 0
+    assert "kt audit migrate" in gw.output()
+
+
+def new_chain(gw: Any, instance: str) -> str:
+    """The chain the gateway's warning names for this process."""
+    pattern = rf"new chain ({re.escape(instance)}\+\d{{8}}T\d{{6}}Z)"
+    assert wait_until(lambda: re.search(pattern, "\n".join(gw.stderr))), gw.output()
+    match = re.search(pattern, "\n".join(gw.stderr))
+    assert match is not None
+    return match[1]
+
+
+def test_a_gateway_starts_while_postgres_is_away_and_nothing_is_lost(
+    postgres_dsn: str, migrated: str, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    from openai import OpenAI
+
+    _, port, args = gateway_args(tmp_path, pg_config(migrated, "gw-cold"))
+    env = process_env(KT_AUDIT_DSN=through(postgres_dsn, proxy.port))
+    proxy.stop()
+    with gateway_process(KT, args, env) as gw:
+        gw.wait_for_stdout("Gateway listening")
+        assert wait_until(lambda: http("GET", f"http://127.0.0.1:{port}/readyz")[0] == 200)
+        chain = new_chain(gw, "gw-cold")
+        with OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="any", max_retries=0) as client:
+            for i in range(6):
+                reply = client.chat.completions.create(
+                    model="gpt-4o", messages=[{"role": "user", "content": f"cold {i}"}]
+                )
+                assert reply.choices[0].message.content == f"cold {i}"
+        assert wait_until(lambda: metric(port, "ktproxy_audit_spool_records") == 6), gw.output()
+        proxy.start()
+        assert wait_until(lambda: count(postgres_dsn, migrated) == 6), gw.output()
+        assert metric(port, "ktproxy_audit_spool_records") == 0
+        for i in range(2):
+            ask(port, f"warm {i}")
+        assert wait_until(lambda: count(postgres_dsn, migrated) == 8), gw.output()
+    chains = sql(postgres_dsn, f'SELECT chain, max(seq) FROM "{migrated}".audit_events GROUP BY 1')
+    assert [tuple(r) for r in chains] == [(chain, 8)]
+    ok = kt(["audit", "verify", "-c", str(tmp_path / "c.yaml")], postgres_dsn)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.endswith("OK (1 chain(s) verified)\n")
+
+
+def test_postgres_back_with_an_old_schema_keeps_the_spool_until_migrated(
+    postgres_dsn: str, schema: str, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    at_version_1(postgres_dsn, schema)
+    config, port, args = gateway_args(tmp_path, pg_config(schema, "gw-old"))
+    env = process_env(KT_AUDIT_DSN=through(postgres_dsn, proxy.port))
+    proxy.stop()
+    with gateway_process(KT, args, env) as gw:
+        gw.wait_for_stdout("Gateway listening")
+        chain = new_chain(gw, "gw-old")
+        for i in range(3):
+            ask(port, f"old {i}")
+        assert wait_until(lambda: metric(port, "ktproxy_audit_spool_records") == 3), gw.output()
+        proxy.start()
+        error = "in PostgreSQL is at version 1, this ktproxy needs version 2"
+        assert wait_until(lambda: any(error in line for line in gw.stderr)), gw.output()
+        ask(port, "old 3")  # written while the schema is wrong: spooled too
+        assert wait_until(lambda: metric(port, "ktproxy_audit_spool_records") == 4), gw.output()
+        assert count(postgres_dsn, schema) == 0
+        done = kt(["audit", "migrate", "-c", str(config)], postgres_dsn)
+        assert done.returncode == 0, done.stderr
+        assert wait_until(lambda: count(postgres_dsn, schema) == 4), gw.output()
+        assert metric(port, "ktproxy_audit_spool_records") == 0
+    rows = sql(postgres_dsn, f'SELECT DISTINCT chain FROM "{schema}".audit_events')
+    assert [r[0] for r in rows] == [chain]
+    ok = kt(["audit", "verify", "-c", str(config)], postgres_dsn)
     assert ok.returncode == 0, ok.stdout + ok.stderr

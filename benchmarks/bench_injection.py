@@ -18,9 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import time
-from collections.abc import Callable
 
+from benchmarks.bench_scan import best_time
 from ktproxy.scan.injection import InjectionDetector
 
 PROSE = (
@@ -47,15 +46,6 @@ def make_text(words: list[str], size: int, seed: int) -> str:
         out.append(word)
         length += len(word) + 1
     return " ".join(out)[:size]
-
-
-def best_time(fn: Callable[[], object], repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ktproxy.app import make_app
-from ktproxy.configcheck import check_text
+from ktproxy.configcheck import LoadedConfig, check_text
 from ktproxy.protocol import GuardedRunner
 from ktproxy.state import STATE, GatewayState
 
@@ -61,6 +61,11 @@ async def start_gateway(config_text: str, env: Mapping[str, str] | None = None) 
     loaded, problems = check_text(config_text, env=env or {}, for_start=True)
     if loaded is None:
         raise AssertionError("test config has errors: " + "; ".join(p.message for p in problems))
+    return await serve(loaded, env)
+
+
+async def serve(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> RunningGateway:
+    """Serve an already loaded config on a free port, as `kt gateway run` would."""
     app = make_app(loaded, env or {})
     runner = GuardedRunner(
         app,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from ktproxy.app import make_app, reload
+from ktproxy.app import reload
 from ktproxy.configcheck import load_config
-from ktproxy.protocol import GuardedRunner
 from tests.conftest import GatewayFactory
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.harness import GATEWAY_ENV, LoopThread, RunningGateway, openai_config
+from tests.harness import GATEWAY_ENV, LoopThread, RunningGateway, openai_config, serve
 
 ADMIN_KEY = "kt-admin-config-0123456789"
 ADMIN_DIGEST = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
@@ -153,25 +151,7 @@ def file_gateway(
     path = tmp_path / "policy-config.yaml"
     path.write_text(config_text(upstream.url), encoding="utf-8")
 
-    async def start() -> RunningGateway:
-        from aiohttp import web
-
-        loaded = load_config(path, env=ENV)
-        runner = GuardedRunner(
-            make_app(loaded, ENV),
-            header_timeout=loaded.config.gateway.header_timeout,
-            handler_cancellation=True,
-            access_log=None,
-            shutdown_timeout=2,
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        return RunningGateway(runner, server.sockets[0].getsockname()[1])
-
-    gw = loop_thread.run(start())
+    gw = loop_thread.run(serve(load_config(path, env=ENV), ENV))
     yield gw, path
     loop_thread.run(gw.runner.cleanup())
 

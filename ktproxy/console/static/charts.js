@@ -94,16 +94,11 @@
       "details",
       { class: "chart-data" },
       h("summary", null, "Show the numbers"),
-      h(
-        "div",
-        { class: "table-wrap" },
-        h(
-          "table",
-          { class: "data-table compact" },
-          h("caption", { class: "visually-hidden" }, caption),
-          h("thead", null, h("tr", null, columns.map((c) => h("th", { scope: "col" }, c)))),
-          h("tbody", null, rows.map((r) => h("tr", null, r.map((cell, i) => h(i ? "td" : "th", i ? { class: "num" } : { scope: "row" }, cell)))))
-        )
+      KT.table(
+        { class: "compact" },
+        columns,
+        rows.map((r) => h("tr", null, r.map((cell, i) => h(i ? "td" : "th", i ? { class: "num" } : { scope: "row" }, cell)))),
+        caption
       )
     );
   }

@@ -225,6 +225,23 @@
     return "none";
   };
 
+  /** A scrollable data table: `columns` are header texts (or [text, class]), `rows` are
+   * built <tr> elements; `caption`, when given, is for screen readers only. */
+  KT.table = function table(attrs, columns, rows, caption) {
+    const head = columns.map((c) => (Array.isArray(c) ? KT.h("th", { scope: "col", class: c[1] }, c[0]) : KT.h("th", { scope: "col" }, c)));
+    return KT.h(
+      "div",
+      { class: "table-wrap" },
+      KT.h(
+        "table",
+        { ...attrs, class: "data-table" + (attrs && attrs.class ? " " + attrs.class : "") },
+        caption ? KT.h("caption", { class: "visually-hidden" }, caption) : null,
+        KT.h("thead", null, KT.h("tr", null, head)),
+        KT.h("tbody", null, rows)
+      )
+    );
+  };
+
   KT.badge = function badge(kind, label) {
     return KT.h("span", { class: "badge badge-" + kind }, label || kind);
   };

@@ -517,46 +517,28 @@
     const content = r.content;
 
     const decisionsBody = decisions.length
-      ? h(
-          "div",
-          { class: "table-wrap" },
-          h(
-            "table",
-            { class: "data-table", id: "detail-decisions" },
-            h("thead", null, h("tr", null, ["Policy", "Action", "Code", "Redaction counts by type"].map((c) => h("th", { scope: "col" }, c)))),
+      ? KT.table(
+          { id: "detail-decisions" },
+          ["Policy", "Action", "Code", "Redaction counts by type"],
+          decisions.map((d) =>
             h(
-              "tbody",
-              null,
-              decisions.map((d) =>
-                h(
-                  "tr",
-                  { dataset: { policy: d.policy } },
-                  h("td", null, d.policy),
-                  h("td", null, KT.badge(d.action === "block" ? "blocked" : d.action === "log" ? "none" : Object.keys(d.counts || {}).length ? "redacted" : "none", d.action)),
-                  h("td", { class: "mono" }, d.code || "—"),
-                  h("td", null, countsText(d.counts))
-                )
-              )
+              "tr",
+              { dataset: { policy: d.policy } },
+              h("td", null, d.policy),
+              h("td", null, KT.badge(d.action === "block" ? "blocked" : d.action === "log" ? "none" : Object.keys(d.counts || {}).length ? "redacted" : "none", d.action)),
+              h("td", { class: "mono" }, d.code || "—"),
+              h("td", null, countsText(d.counts))
             )
           )
         )
       : h("p", { class: "muted" }, "No policy decisions recorded.");
 
     const attemptsBody = attempts.length
-      ? h(
-          "div",
-          { class: "table-wrap" },
-          h(
-            "table",
-            { class: "data-table", id: "detail-attempts" },
-            h("thead", null, h("tr", null, ["#", "Target", "Outcome", "Status", "Time"].map((c) => h("th", { scope: "col" }, c)))),
-            h(
-              "tbody",
-              null,
-              attempts.map((a, i) =>
-                h("tr", null, h("td", { class: "num" }, String(i + 1)), h("td", null, a.target), h("td", null, a.outcome), h("td", { class: "num" }, a.status != null ? String(a.status) : "—"), h("td", { class: "num" }, KT.fmtMs(a.ms)))
-              )
-            )
+      ? KT.table(
+          { id: "detail-attempts" },
+          ["#", "Target", "Outcome", "Status", "Time"],
+          attempts.map((a, i) =>
+            h("tr", null, h("td", { class: "num" }, String(i + 1)), h("td", null, a.target), h("td", null, a.outcome), h("td", { class: "num" }, a.status != null ? String(a.status) : "—"), h("td", { class: "num" }, KT.fmtMs(a.ms)))
           )
         )
       : h("p", { class: "muted" }, "No upstream call (refused or blocked before routing).");

@@ -220,15 +220,10 @@
               "section",
               { class: "card", "aria-labelledby": "chains-title" },
               h("h2", { id: "chains-title" }, "Chains per consumer group"),
-              h(
-                "div",
-                { class: "table-wrap" },
-                h(
-                  "table",
-                  { class: "data-table", id: "cfg-chains" },
-                  h("thead", null, h("tr", null, h("th", { scope: "col" }, "Consumer group"), h("th", { scope: "col" }, "Policy chain"))),
-                  h("tbody", null, chains.map(([name, chain]) => h("tr", null, h("th", { scope: "row" }, name), h("td", null, h("ol", { class: "chain" }, (chain || []).map((p) => h("li", null, p)))))))
-                )
+              KT.table(
+                { id: "cfg-chains" },
+                ["Consumer group", "Policy chain"],
+                chains.map(([name, chain]) => h("tr", null, h("th", { scope: "row" }, name), h("td", null, h("ol", { class: "chain" }, (chain || []).map((p) => h("li", null, p))))))
               )
             )
           ),

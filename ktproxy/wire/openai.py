@@ -29,6 +29,11 @@ class ContentPart(Struct):
     type: Annotated[str, Meta(min_length=1)]
     text: str | None = None
 
+    def __post_init__(self) -> None:
+        # A text part is its text: policies scan it, adapters translate it.
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs `text`, a string")
+
 
 class Message(Struct):
     """One chat message; the gateway needs its role, policies its content."""

@@ -463,6 +463,9 @@ WRONG_TYPES: list[tuple[str, bytes, str]] = [
         message_with(b'[{"type": "text", "text": 5}]'),
         "messages[0].content[0].text",
     ),
+    # Found by the fuzz below: a text part without its text reached the mock as None.
+    ("part-text-null", message_with(b'[{"type": "text", "text": null}]'), "messages[0].content[0]"),
+    ("part-text-missing", message_with(b'[{"type": "text"}]'), "messages[0].content[0]"),
     ("stream-string", with_field("stream", "yes"), "stream"),
     ("stream-int", with_field("stream", 1), "stream"),
     ("stream_options-string", with_field("stream_options", "usage"), "stream_options"),

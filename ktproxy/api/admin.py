@@ -17,7 +17,14 @@ import msgspec
 from aiohttp import web
 
 from ktproxy.audit.sink import AuditSink, Page, Query
-from ktproxy.audit.store import audit_options, check_cursor, open_sinks, parse_time, query_sinks
+from ktproxy.audit.store import (
+    audit_options,
+    check_cursor,
+    open_sinks,
+    parse_time,
+    query_sinks,
+    reader_sink,
+)
 from ktproxy.consumers import key_digest
 from ktproxy.errors import GatewayError, bad_request
 from ktproxy.runtime import Runtime
@@ -110,7 +117,10 @@ def read_store(runtime: Runtime, read: Callable[[list[AuditSink]], T]) -> T:
             code="audit_disabled",
         )
     try:
-        sinks = open_sinks(options)
+        if options.sink == "postgres":  # one table for the fleet: keep its connection
+            key = ("postgres", msgspec.json.encode(options))
+            return read([runtime.resources.audit_reader(key, lambda: reader_sink(options))])
+        sinks = open_sinks(options)  # files: opened per call, as they are at their path now
         try:
             return read(sinks)
         finally:

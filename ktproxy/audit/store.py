@@ -37,11 +37,16 @@ def audit_options(loaded: LoadedConfig) -> AuditOptions | None:
 _ROTATED = re.compile(r"^(.*)\.\d{8}T\d{6}\.\d{6}\.rotated$")
 
 
+def reader_sink(options: AuditOptions) -> AuditSink:
+    """The PostgreSQL sink `options` name, for reading (no spool), not yet opened."""
+    return make_sink(options, None)
+
+
 def open_sinks(options: AuditOptions) -> list[AuditSink]:
     """Every sink file the options name (several for a `{instance}` JSON-lines path)."""
     template = path_template(options)
     if options.sink == "postgres":  # one table holds every instance's chain
-        sink = make_sink(options, None)
+        sink = reader_sink(options)
         sink.open()
         return [sink]
     if "{instance}" in template:

@@ -8,12 +8,18 @@ it (draining the audit queues) when the runtime is retired.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Hashable
 
+from ktproxy.audit.sink import AuditSink
 from ktproxy.audit.writer import AuditWriter
 from ktproxy.fleet.pseudonyms import MemoryPseudonyms, PseudonymVault
+
+log = logging.getLogger("ktproxy.audit")
 
 
 def default_instance() -> str:
@@ -50,6 +56,10 @@ class PolicyResources:
         # the one they started with, so a reload to another backend leaves the old
         # runtime's requests on the old vault).
         self.pseudonyms: PseudonymVault = MemoryPseudonyms()
+        # Opened audit stores the admin API reads (PostgreSQL: one connection kept, not
+        # one per console poll); used from worker threads, hence the lock.
+        self._readers: dict[Hashable, AuditSink] = {}
+        self._readers_lock = threading.Lock()
 
     async def audit_writer(
         self, kind: str, path: str, make: Callable[[], AuditWriter]
@@ -68,8 +78,27 @@ class PolicyResources:
         """Every audit writer (for metrics and admin endpoints)."""
         return list(self._writers.values())
 
+    def audit_reader(self, key: Hashable, make: Callable[[], AuditSink]) -> AuditSink:
+        """The opened reading sink for `key`, made and opened by `make` the first time
+        (blocking: call it from a worker thread). A sink that fails to open is not kept,
+        so the next call tries again."""
+        with self._readers_lock:
+            reader = self._readers.get(key)
+            if reader is None:
+                reader = make()
+                reader.open()
+                self._readers[key] = reader
+            return reader
+
     async def close(self) -> None:
-        """Drain and close every writer."""
+        """Drain and close every writer, and close the readers."""
         writers, self._writers = list(self._writers.values()), {}
         for writer in writers:
             await writer.close()
+        with self._readers_lock:
+            readers, self._readers = list(self._readers.values()), {}
+        for reader in readers:
+            try:
+                await asyncio.to_thread(reader.close)
+            except Exception:  # closing at exit: nothing left to save
+                log.debug("closing an audit reader failed", exc_info=True)

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 
 from ktproxy.audit.postgres_sink import (
@@ -35,6 +36,7 @@ from ktproxy.audit.postgres_sink import (
 from ktproxy.audit.record import AuditRecord, ChainHead, ChainProblem, PolicyDecision, seal
 from ktproxy.audit.sink import Query
 from ktproxy.audit.writer import HeadUnknown
+from tests.conftest import GatewayFactory
 from tests.harness import free_port
 from tests.test_cli import gateway_process, http, process_env
 from tests.test_process import KT, ask, config_text, gateway_args, wait_until
@@ -469,6 +471,8 @@ def test_postgres_away_spools_and_nothing_is_lost(
             ask(port, f"before {i}")
             sent += 1
         assert wait_until(lambda: count(postgres_dsn, migrated) == 5)
+        status, body = events()  # opens the reader the admin API keeps
+        assert status == 200 and len(body["data"]) == 5, body
         proxy.stop()
         for i in range(20):
             assert ask(port, f"away {i}") == f"away {i}"  # requests still succeed
@@ -622,3 +626,33 @@ def test_postgres_back_with_an_old_schema_keeps_the_spool_until_migrated(
     assert [r[0] for r in rows] == [chain]
     ok = kt(["audit", "verify", "-c", str(config)], postgres_dsn)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_the_admin_api_keeps_one_reader_connection(
+    postgres_dsn: str,
+    migrated: str,
+    make_gateway: GatewayFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The console polls every 2 s: each poll used to open (and close) a connection and
+    # a loop thread. The reader is opened once per worker and kept.
+    text = pg_config(migrated, "gw-reader") + "admin: {key: {env: KT_TEST_ADMIN_KEY}}\n"
+    spool = tmp_path / "spool-{instance}.jsonl"
+    text = text.replace("connect_timeout_s: 2}", f'connect_timeout_s: 2, spool_path: "{spool}"}}')
+    monkeypatch.setenv("KT_AUDIT_DSN", postgres_dsn)  # the sink reads the process's env
+    gw = make_gateway(
+        text, {"KT_AUDIT_DSN": postgres_dsn, "KT_TEST_ADMIN_KEY": "kt-admin-0123456789"}
+    )
+    headers = {"x-kt-admin-key": "kt-admin-0123456789"}
+    for _ in range(5):
+        assert httpx.get(f"{gw.base_url}/kt/events?limit=5", headers=headers).status_code == 200
+        assert httpx.get(f"{gw.base_url}/kt/stats?since=1h", headers=headers).status_code == 200
+    runtime = gw.state.runtime
+    assert runtime is not None
+    readers = list(runtime.resources._readers.values())
+    assert len(readers) == 1 and isinstance(readers[0], PostgresSink)
+    first = readers[0]._conn
+    assert first is not None and not first.is_closed()
+    httpx.get(f"{gw.base_url}/kt/events?limit=5", headers=headers)
+    assert readers[0]._conn is first  # the same connection, not a new one per call

@@ -588,7 +588,8 @@ def test_a_gateway_starts_while_postgres_is_away_and_nothing_is_lost(
         assert wait_until(lambda: metric(port, "ktproxy_audit_spool_records") == 6), gw.output()
         proxy.start()
         assert wait_until(lambda: count(postgres_dsn, migrated) == 6), gw.output()
-        assert metric(port, "ktproxy_audit_spool_records") == 0
+        # The rows are in before the spool is cleared: wait for both.
+        assert wait_until(lambda: metric(port, "ktproxy_audit_spool_records") == 0)
         for i in range(2):
             ask(port, f"warm {i}")
         assert wait_until(lambda: count(postgres_dsn, migrated) == 8), gw.output()
@@ -621,7 +622,8 @@ def test_postgres_back_with_an_old_schema_keeps_the_spool_until_migrated(
         done = kt(["audit", "migrate", "-c", str(config)], postgres_dsn)
         assert done.returncode == 0, done.stderr
         assert wait_until(lambda: count(postgres_dsn, schema) == 4), gw.output()
-        assert metric(port, "ktproxy_audit_spool_records") == 0
+        # The rows are in before the spool is cleared: wait for both.
+        assert wait_until(lambda: metric(port, "ktproxy_audit_spool_records") == 0)
     rows = sql(postgres_dsn, f'SELECT DISTINCT chain FROM "{schema}".audit_events')
     assert [r[0] for r in rows] == [chain]
     ok = kt(["audit", "verify", "-c", str(config)], postgres_dsn)

@@ -31,7 +31,7 @@ from ktproxy.configcheck import ConfigError, LoadedConfig, load_config
 from ktproxy.console.routes import add_console_routes
 from ktproxy.fleet.backends import StateBackend, backend_key, open_backend
 from ktproxy.metrics import METRICS, Metrics, metrics, mirror_ctx
-from ktproxy.metrics_timeline import timeline_ctx
+from ktproxy.metrics_timeline import CHUNK_TIMELINE, ChunkTimeline, app_sources, timeline_ctx
 from ktproxy.policies.resources import PolicyResources
 from ktproxy.runtime import Runtime, build_runtime
 from ktproxy.state import STATE, GatewayState
@@ -154,6 +154,7 @@ def make_app(loaded: LoadedConfig, env: Mapping[str, str] | None = None) -> web.
     )
     app[METRICS] = Metrics(app[STATE])
     app[RELOAD_LOCK] = asyncio.Lock()
+    app[CHUNK_TIMELINE] = ChunkTimeline(app_sources(app))
     app.cleanup_ctx.append(_runtime_ctx)
     app.cleanup_ctx.append(mirror_ctx)  # --workers: the state into the metrics files
     app.cleanup_ctx.append(timeline_ctx)  # the chunk-policy histogram's history: /v1/kt/stats

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import time
-import weakref
 from bisect import bisect_right
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -36,8 +35,6 @@ log = logging.getLogger("ktproxy.metrics")
 NAME = "ktproxy_policy_chunk_duration_seconds"
 INTERVAL = 10.0  # seconds between snapshots
 KEEP = 8640  # snapshots kept: 24 hours at INTERVAL
-
-_timelines: weakref.WeakKeyDictionary[web.Application, ChunkTimeline] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +89,12 @@ def histogram_quantile(q: float, bounds: tuple[float, ...], counts: list[float])
 class ChunkTimeline:
     """Snapshots of the chunk histogram of one application's registry."""
 
-    def __init__(self, sources: Callable[[], list[Collector]], *, from_zero: bool = True) -> None:
+    def __init__(self, sources: Callable[[], list[Collector]]) -> None:
         self._sources = sources
         self.snapshots: deque[Snapshot] = deque(maxlen=KEEP)
-        # Started with the application, the histogram is empty now: the history begins
-        # at zero. Started later, what was counted before has no time and is left out.
-        self.started = time.time() if from_zero else None
+        # Made with the application, whose histogram is empty now: the history begins
+        # at zero, at this time.
+        self.started = time.time()
 
     def read(self, now: float | None = None) -> Snapshot:
         bounds, counts = read_histogram(self._sources())
@@ -122,9 +119,8 @@ class ChunkTimeline:
         current = self.read()
         if not shots or current.t > shots[-1].t:
             shots.append(current)
-        if self.started is not None:
-            zeros = tuple(0.0 for _ in current.bounds)
-            shots.insert(0, Snapshot(self.started, current.bounds, zeros))
+        zeros = tuple(0.0 for _ in current.bounds)
+        shots.insert(0, Snapshot(self.started, current.bounds, zeros))
         out = []
         for i in range(buckets):
             t = first + i * bucket_s
@@ -164,6 +160,9 @@ class ChunkTimeline:
                 log.exception("metrics: snapshotting the chunk histogram failed")
 
 
+CHUNK_TIMELINE = web.AppKey("chunk_timeline", ChunkTimeline)
+
+
 def app_sources(app: web.Application) -> Callable[[], list[Collector]]:
     """Where `app`'s chunk histogram is read: its own, or every worker's files."""
 
@@ -176,24 +175,12 @@ def app_sources(app: web.Application) -> Callable[[], list[Collector]]:
     return sources
 
 
-def timeline(app: web.Application) -> ChunkTimeline:
-    """The timeline of `app`: the one `timeline_ctx` runs, else one started now that
-    snapshots only when asked (an application built without the context)."""
-    found = _timelines.get(app)
-    if found is None:
-        found = _timelines[app] = ChunkTimeline(app_sources(app), from_zero=False)
-        found.snapshot()
-    return found
-
-
 async def timeline_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Snapshots the chunk histogram every `INTERVAL` seconds (a `cleanup_ctx`)."""
-    history = _timelines[app] = ChunkTimeline(app_sources(app))
-    task = asyncio.get_running_loop().create_task(history.run())
+    """Snapshots `app[CHUNK_TIMELINE]` every `INTERVAL` seconds (a `cleanup_ctx`)."""
+    task = asyncio.get_running_loop().create_task(app[CHUNK_TIMELINE].run())
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        _timelines.pop(app, None)

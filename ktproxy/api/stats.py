@@ -29,7 +29,7 @@ from ktproxy.audit.stats import (
 )
 from ktproxy.audit.store import stats_sinks
 from ktproxy.errors import bad_request
-from ktproxy.metrics_timeline import timeline
+from ktproxy.metrics_timeline import CHUNK_TIMELINE
 from ktproxy.runtime import Runtime
 
 log = logging.getLogger("ktproxy.api")
@@ -76,7 +76,7 @@ async def get_stats(request: web.Request) -> web.Response:
     runtime = admin_runtime(request)
     query, bucket_s = window(request.query, time.time())
     stats = await asyncio.to_thread(_read, runtime, query, bucket_s)
-    chunks = timeline(request.app).series(
+    chunks = request.app[CHUNK_TIMELINE].series(
         bucket_start(stats.since, bucket_s), len(stats.series), bucket_s
     )
     body = {"object": "stats", **msgspec.to_builtins(stats), "chunk_policy_us": chunks}

@@ -3,9 +3,11 @@
 The console's playground asks "what happens to this message?". The answer must be
 what the gateway does, so nothing here decides anything itself: the detectors and
 scanners are the ones the policy objects hold, and the verdicts and rewritten texts
-come from calling the policies' own request and response hooks on a throw-away
-`RequestContext` built around the text. Only what those hooks do not report — the
-spans of what was found — is read from the same detector or scanner the hook used.
+come from the policies' own code — `prompt-injection`'s `assess` (what its request
+hook records and enforces, findings included), and the other policies' request and
+response hooks called on a throw-away `RequestContext` built around the text. What a
+hook does not report — the spans of what was found — is read from the same scanner
+the hook used.
 
 A dry run never calls `on_complete` (no audit record) and never reaches a provider:
 policies do not know providers. Policies this module has no dry run for are reported
@@ -103,13 +105,6 @@ async def _run_hook(
     return ctx, after if isinstance(after, str) else text, None
 
 
-def _decision(ctx: RequestContext, name: str) -> tuple[str | None, str | None]:
-    for decision in ctx.decisions:
-        if decision.policy == name:
-            return decision.action, decision.code
-    return None, None
-
-
 async def _prompt_injection(
     policy: PromptInjection, text: str, direction: Direction, role: str, consumer: str
 ) -> PolicyReport:
@@ -122,18 +117,20 @@ async def _prompt_injection(
         report.note = f"messages of role {role!r} are not scanned (roles: {roles})"
         return report
     report.applies = True
-    detector = policy.detector
-    found = detector.findings(text)
-    report.threshold = detector.threshold
-    report.score = detector.score(found)
+    report.threshold = policy.detector.threshold
+    # What `on_request` records and enforces, from one scan: its findings give the spans.
+    assessment = policy.assess([{"role": role, "content": text}])
+    if assessment is None:
+        report.action, report.score = "none", 0.0
+        return report
+    report.score = assessment.score
     report.findings = [
         Finding(f"{f.family}.{f.rule}", None, f.start, f.end, text[f.start : f.end], f.source,
                 f.weight)
-        for f in sorted(found, key=lambda f: (f.start, f.end))
+        for f in sorted(assessment.findings, key=lambda f: (f.start, f.end))
     ]  # fmt: skip
-    ctx, _, violation = await _run_hook(policy, text, direction, role, consumer)
-    action, code = _decision(ctx, policy.name)
-    report.action, report.code = action or "none", code
+    report.action, report.code = assessment.decision.action, assessment.decision.code
+    violation = assessment.violation
     if violation is not None:
         report.blocked, report.code, report.message = True, violation.code, violation.message
     return report

@@ -9,7 +9,7 @@ request context with its rules (never the prompt text).
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 from msgspec import Meta
@@ -68,6 +68,15 @@ def _texts(message: dict[str, Any]) -> list[str]:
     return []
 
 
+class Assessment(NamedTuple):
+    """The findings in a request's messages, their score, and what follows from them."""
+
+    findings: list[Finding]
+    score: float
+    decision: Decision
+    violation: PolicyViolation | None  # set when the request is to be blocked
+
+
 class PromptInjection(Policy):
     """Detects instruction overrides, prompt exfiltration, jailbreak personas and fake turns."""
 
@@ -84,28 +93,40 @@ class PromptInjection(Policy):
         )
         self.roles = frozenset(options.roles)
 
-    def on_request(self, ctx: RequestContext) -> None:
-        """Before the request leaves: scan the configured roles' messages."""
-        messages = ctx.body.get("messages")
-        if not isinstance(messages, list):
-            return
+    def assess(self, messages: list[Any]) -> Assessment | None:
+        """What this policy makes of `messages` (None: nothing found). `on_request`
+        records and enforces it; the playground shows it."""
         findings: list[Finding] = []
         for message in messages:
             if isinstance(message, dict) and message.get("role") in self.roles:
                 for text in _texts(message):
                     findings += self.detector.findings(text)
         if not findings:
-            return
+            return None
         score = self.detector.score(findings)
         strongest = max(findings, key=lambda f: f.weight)
         family = strongest.family
         detail = {f"{f.family}.{f.rule}": 1 for f in findings}
         attack = score >= self.detector.threshold
         action = self.options.action if attack else "log"
-        ctx.decisions.append(Decision(NAME, action, f"prompt_injection.{family}", detail))
+        decision = Decision(NAME, action, f"prompt_injection.{family}", detail)
+        violation = None
         if attack and self.options.action == "block":
-            raise PolicyViolation(
+            violation = PolicyViolation(
                 NAME,
                 family,
                 f"The request was blocked: it {_FAMILY_TEXT.get(family, 'is an injection')}.",
             )
+        return Assessment(findings, score, decision, violation)
+
+    def on_request(self, ctx: RequestContext) -> None:
+        """Before the request leaves: scan the configured roles' messages."""
+        messages = ctx.body.get("messages")
+        if not isinstance(messages, list):
+            return
+        assessment = self.assess(messages)
+        if assessment is None:
+            return
+        ctx.decisions.append(assessment.decision)
+        if assessment.violation is not None:
+            raise assessment.violation
